@@ -1,0 +1,23 @@
+"""Shared test setup: log timestamps without a zone are read as UTC, so expectations written
+in test data do not depend on the machine's time zone."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+DATA = Path(__file__).parent / "data"
+LAB_LOG = DATA / "lab" / "maillog.log"
+LAB_SINK_LOG = DATA / "lab" / "maillog.sink.log"
+
+# 2026-12-01T00:00:00Z: the reference "now" for logs without a year (the lab log is of Nov 25)
+REFERENCE_TIME = 1796083200.0
+
+
+@pytest.fixture
+def lab_log() -> Path:
+    return LAB_LOG

@@ -1,0 +1,5 @@
+import sys
+
+from tlslogd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,454 @@
+"""Command line: ``tlslogd run | demo | parse | report | check-config | audit``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import gzip
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from tlslogd import __version__, summary
+from tlslogd.config import ConfigError, Settings, effective, load_settings
+from tlslogd.events import Event, to_record
+from tlslogd.parse import Parser
+from tlslogd.peers import CATEGORIES, PeerTable
+from tlslogd.pipeline import Pipeline
+from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.stats import Stats
+from tlslogd.web import BadRequest, parse_since
+
+CHUNK = 1 << 20
+
+
+def _daemon_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file (default /etc/tlslogd/tlslogd.toml)")
+    p.add_argument("--log", help="maillog to follow, or 'journald' (default /var/log/mail.log)")
+    p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:10154)")
+    p.add_argument("--state-dir", type=Path, help="state directory (default /var/lib/tlslogd)")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        default=None,
+        help="with no saved position, read an existing log from its beginning",
+    )
+    p.add_argument("--web-config", type=Path, help="web-config.yml: TLS and basic auth")
+    p.add_argument(
+        "--local-networks",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        help="comma-separated networks whose relays are local (default 127.0.0.0/8,::1/128)",
+    )
+    p.add_argument("--audit-config-dir", type=Path, help="audit this Postfix config directory")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def _file_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE", help="log files (.gz too); - for stdin")
+    p.add_argument(
+        "--local-networks",
+        default="127.0.0.0/8,::1/128",
+        help="comma-separated networks whose relays are local (content filters, LMTP); "
+        "'' for none (default %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlslogd",
+        description="Follow a Postfix maillog and report how mail travels: over TLS or not, "
+        "with which protocol and cipher, to and from whom.",
+    )
+    parser.add_argument("--version", action="version", version=f"tlslogd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon: follow the log, serve /metrics")
+    _daemon_flags(run)
+    check = sub.add_parser("check-config", help="validate and print the effective configuration")
+    _daemon_flags(check)
+
+    demo = sub.add_parser("demo", help="replay a real sample log at a live pace and serve it")
+    demo.add_argument("--listen", default="127.0.0.1:10154", help="HOST:PORT (%(default)s)")
+    demo.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = live)")
+
+    parse = sub.add_parser("parse", help="write one JSON object per event (JSON Lines)")
+    _file_flags(parse)
+    parse.add_argument("--all", action="store_true", help="also lines that became no event")
+
+    report = sub.add_parser("report", help="TLS report of log files: adoption, census, peers")
+    _file_flags(report)
+    report.add_argument("--since", help="only events from this time (ISO 8601, or 7d/24h ago)")
+    report.add_argument("--until", help="only events before this time")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.add_argument("--top", type=int, default=20, help="peers per list (%(default)s)")
+
+    from tlslogd import audit
+
+    audit_parser = sub.add_parser("audit", help="audit the Postfix TLS configuration")
+    audit.add_arguments(audit_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: str = args.command
+    try:
+        if command == "run":
+            return _run(args)
+        if command == "check-config":
+            return _check_config(args)
+        if command == "demo":
+            return _demo(args)
+        if command == "parse":
+            return _parse(args)
+        if command == "report":
+            return _report(args)
+        from tlslogd import audit
+
+        return audit.run(args, sys.stdin, sys.stdout)
+    except ConfigError as exc:
+        print(f"tlslogd: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- daemon -----------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        "log": args.log,
+        "listen": args.listen,
+        "state_dir": args.state_dir,
+        "from_start": args.from_start,
+        "web_config": args.web_config,
+        "local_networks": args.local_networks,
+        "audit_config_dir": args.audit_config_dir,
+        "log_level": args.log_level,
+    }
+    return load_settings(args.config, flags)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _logging(settings.log_level)
+    from tlslogd.daemon import Daemon
+    from tlslogd.sdnotify import SystemdNotifier
+
+    auditor = None
+    if settings.audit_config_dir is not None:
+        from tlslogd import audit
+
+        directory = settings.audit_config_dir
+
+        def auditor() -> list[tuple[str, str]]:
+            report = audit.audit_config_dir(directory)
+            return [(r.check, r.status) for r in report.results]
+
+    notifier = SystemdNotifier.from_environ(os.environ)
+    return asyncio.run(Daemon(settings, notifier=notifier, audit=auditor).run())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    for key, value in effective(settings).items():
+        print(f"{key} = {json.dumps(value)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _logging("info")
+    from tlslogd.daemon import Daemon
+    from tlslogd.sources.demo import DemoSource
+
+    with tempfile.TemporaryDirectory(prefix="tlslogd-demo-") as state_dir:
+        settings = Settings(
+            log="demo", listen=args.listen, state_dir=Path(state_dir), local_networks=[]
+        )
+        speed: float = args.speed
+
+        def source(kind: str, position: dict[str, Any] | None) -> DemoSource:
+            return DemoSource(speed=speed)
+
+        daemon = Daemon(settings, source_factory=source)
+        host, port = settings.host_port
+        print(
+            f"tlslogd demo: replaying a real Postfix log; open http://{host}:{port}/ "
+            f"(also /metrics, /api/v1/summary, /api/v1/peers). Ctrl-C stops.",
+            file=sys.stderr,
+        )
+        return asyncio.run(daemon.run())
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _open(name: str) -> BinaryIO:
+    if name == "-":
+        return sys.stdin.buffer
+    if name.endswith(".gz"):
+        return cast(BinaryIO, gzip.open(name, "rb"))
+    return open(name, "rb")
+
+
+def read_chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
+    """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time."""
+    f = _open(name)
+    try:
+        rest = b""
+        while True:
+            data = f.read(size)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                rest = data
+                continue
+            rest = data[cut:]
+            yield data[:cut]
+        if rest:
+            yield rest + b"\n"
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def time_ordered(files: Sequence[str]) -> list[str]:
+    """Files oldest first (by modification time), so a rotated set is read in log order."""
+    if not files:
+        return ["-"]
+    named = [f for f in files if f != "-"]
+    named.sort(key=lambda f: os.stat(f).st_mtime)
+    return named + (["-"] if "-" in files else [])
+
+
+def _pipeline(
+    files: Sequence[str],
+    local_networks: str,
+    since: float | None = None,
+    until: float | None = None,
+) -> Pipeline:
+    reference = None
+    named = [f for f in files if f != "-"]
+    if named:
+        reference = os.stat(named[0]).st_mtime
+    networks = [n.strip() for n in local_networks.split(",") if n.strip()]
+    try:
+        local = LocalNetworks(networks)
+    except ValueError as exc:
+        raise ConfigError(f"--local-networks: {exc}") from exc
+    return Pipeline(
+        Parser(reference_time=reference),
+        Correlator(is_local=local.is_local),
+        Stats(peers=PeerTable(max_peers=1_000_000)),
+        since=since,
+        until=until,
+    )
+
+
+def _parse(args: argparse.Namespace) -> int:
+    files = time_ordered(args.files)
+    pipe = _pipeline(files, args.local_networks)
+    out = sys.stdout
+    write = out.write
+
+    def sink(ev: Event) -> None:
+        write(json.dumps(to_record(ev), ensure_ascii=False) + "\n")
+
+    for name in files:
+        for data in read_chunks(name):
+            if not args.all:
+                pipe.feed(data, sink)
+                continue
+            for line in data.decode("utf-8", "replace").splitlines():
+                seen: list[Event] = []
+                pipe.feed_text(line + "\n", seen.append)
+                for ev in seen or [pipe.parser.parse_line(line)]:
+                    sink(ev)
+    out.flush()
+    return 0
+
+
+def _when(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_since(value, time.time())
+    except BadRequest as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+
+
+def _report(args: argparse.Namespace) -> int:
+    files = time_ordered(args.files)
+    pipe = _pipeline(
+        files, args.local_networks, _when(args.since, "--since"), _when(args.until, "--until")
+    )
+    total = sum(os.stat(f).st_size for f in files if f != "-")
+    progress = args.format == "table" and sys.stderr.isatty() and total > 20 << 20
+    done = 0
+    for name in files:
+        for data in read_chunks(name):
+            pipe.feed(data)
+            done += len(data)
+            if progress:
+                print(f"\rreading {100 * done / max(total, 1):5.1f}%", end="", file=sys.stderr)
+    if progress:
+        print("\r" + " " * 20 + "\r", end="", file=sys.stderr)
+    result = report_data(pipe.stats, args.top)
+    if args.format == "json":
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        write_csv(result, sys.stdout)
+    else:
+        sys.stdout.write(render_table(result))
+    return 0
+
+
+def report_data(stats: Stats, top: int) -> dict[str, Any]:
+    lines = stats.lines
+    return {
+        "lines": {"total": stats.totals["lines"], **lines},
+        "period": {
+            "first": summary.iso(stats.first_event_ts),
+            "last": summary.iso(stats.last_event_ts),
+        },
+        "adoption": summary.adoption(stats),
+        "handshakes": {label: summary.census(stats, label) for label in summary.CENSUS_LABELS},
+        "failures": summary.failures(stats),
+        "inbound_by_program": summary.by_program(stats),
+        "peers": summary.peers(stats, limit=top),
+        "totals": dict(stats.totals),
+    }
+
+
+def write_csv(data: dict[str, Any], out: IO[str]) -> None:
+    w = csv.writer(out)
+    w.writerow(["section", "direction", "name", "count"])
+    for key in ("total", "event", "ignored", "unrecognised"):
+        w.writerow(["lines", "", key, data["lines"][key]])
+    outbound = data["adoption"]["outbound"]
+    for tls, n in outbound["sent_remote"].items():
+        w.writerow(["deliveries_sent_remote", "outbound", f"tls={tls}", n])
+    for starttls, n in data["adoption"]["inbound"]["sessions"].items():
+        w.writerow(["sessions", "inbound", f"starttls={starttls}", n])
+    for tls, n in data["adoption"]["inbound"]["messages"].items():
+        w.writerow(["messages_received", "inbound", f"tls={tls}", n])
+    for label, census in data["handshakes"].items():
+        for direction, counts in census.items():
+            for name, n in counts.items():
+                w.writerow([f"handshakes_by_{label}", direction, name, n])
+    for direction, reasons in data["failures"].items():
+        for reason, n in reasons.items():
+            w.writerow(["failures", direction, reason, n])
+    for category, rows in data["peers"].items():
+        for row in rows:
+            w.writerow([f"peers_{category}", "", row["peer"], row["counts"][category]])
+
+
+def _pct(value: float | None) -> str:
+    return "   –  " if value is None else f"{value:5.1f}%"
+
+
+def render_table(data: dict[str, Any]) -> str:
+    out: list[str] = []
+    add = out.append
+    lines = data["lines"]
+    period = data["period"]
+    add(
+        f"tlslogd report: {lines['total']} lines ({period['first']} to {period['last']}); "
+        f"{lines['event']} events, {lines['unrecognised']} unrecognised\n"
+    )
+    a = data["adoption"]
+    o, i = a["outbound"], a["inbound"]
+    s = o["sent_remote"]
+    sess = i["sessions"]
+    msgs = i["messages"]
+    add("\nTLS adoption")
+    add(
+        f"  outbound deliveries sent to remote servers {_pct(o['tls_percent'])} TLS  "
+        f"({s['yes']} TLS, {s['no']} plaintext, {s['unknown']} unknown)"
+    )
+    add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
+    add(f"    local (content filters, LMTP): {o['sent_local']}")
+    tls_sessions = sess.get("used", 0) + sess.get("implicit", 0)
+    add(
+        f"  inbound sessions                            {_pct(i['tls_session_percent'])} TLS  "
+        f"({tls_sessions} TLS, {sess.get('not_used', 0)} without STARTTLS, "
+        f"{sess.get('failed', 0)} failed, {sess.get('no_ehlo', 0)} without EHLO, "
+        f"{sess.get('unknown', 0)} unknown)"
+    )
+    add(
+        f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
+        f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"
+    )
+    for label, title in (
+        ("protocol", "Protocols"),
+        ("cipher", "Ciphers"),
+        ("trust", "Trust"),
+        ("key_exchange", "Key exchange"),
+    ):
+        census = data["handshakes"][label]
+        names = sorted(
+            set(census["inbound"]) | set(census["outbound"]),
+            key=lambda n: -(census["inbound"].get(n, 0) + census["outbound"].get(n, 0)),
+        )
+        add(f"\n{title:<40} {'inbound':>9} {'outbound':>9}")
+        for name in names or ["(none)"]:
+            add(
+                f"  {name:<38} {census['inbound'].get(name, 0):>9} "
+                f"{census['outbound'].get(name, 0):>9}"
+            )
+    add(f"\n{'Failures by reason':<40} {'inbound':>9} {'outbound':>9}")
+    f = data["failures"]
+    reasons = sorted(set(f["inbound"]) | set(f["outbound"]))
+    for reason in reasons or ["(none)"]:
+        add(f"  {reason:<38} {f['inbound'].get(reason, 0):>9} {f['outbound'].get(reason, 0):>9}")
+    titles = {
+        "plaintext_out": "Plaintext deliveries by peer",
+        "offered_not_used": "Servers that offered STARTTLS which was not used",
+        "legacy_protocol": "Peers on TLSv1/TLSv1.1/SSLv3 (who breaks if you disable them)",
+        "inbound_no_starttls": "Clients that never used STARTTLS",
+        "tls_failure": "Peers with TLS failures",
+    }
+    for category in CATEGORIES:
+        rows = data["peers"][category]
+        add(f"\n{titles[category]}")
+        if not rows:
+            add(
+                "  nobody: safe to disable TLSv1 and TLSv1.1"
+                if category == "legacy_protocol"
+                else "  none"
+            )
+            continue
+        add(f"  {'peer':<40} {'domain':<24} {'events':>7}  last seen")
+        for row in rows:
+            extra = ""
+            if category == "legacy_protocol":
+                extra = "  " + ", ".join(f"{p}×{n}" for p, n in row["legacy_protocols"].items())
+            elif category == "tls_failure":
+                extra = "  " + ", ".join(f"{r}×{n}" for r, n in row["failure_reasons"].items())
+            add(
+                f"  {row['peer'][:40]:<40} {(row['domain'] or '')[:24]:<24} "
+                f"{row['counts'][category]:>7}  {summary.iso(row['last_seen'])}{extra}"
+            )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,345 @@
+"""Wiring and lifecycle of ``tlslogd run``: one asyncio loop owns all state.
+
+The loop runs three things: the source feeding chunks through the pipeline, uvicorn serving the
+HTTP side, and a timer that checkpoints the durable state and pings systemd's watchdog. The only
+other thread is watchdog's file observer, which does nothing but wake the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from tlslogd import __version__, summary
+from tlslogd.config import Settings
+from tlslogd.events import Unrecognised
+from tlslogd.metrics import registry
+from tlslogd.parse import Parser
+from tlslogd.peers import CATEGORIES, PeerTable
+from tlslogd.pipeline import Pipeline
+from tlslogd.sdnotify import SystemdNotifier
+from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.sources import Source
+from tlslogd.state import StateStore
+from tlslogd.stats import Stats
+from tlslogd.statuspage import render_status
+from tlslogd.web import App
+
+log = logging.getLogger("tlslogd")
+
+STATE_FILE = "state.db"
+_UNRECOGNISED_SAMPLES = 10  # log this many unrecognised lines, then one in every 1000
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon's handlers write the final
+    checkpoint before anything exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    """The running daemon. Also the view the metrics collector and the web app read."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source_factory: Callable[[str, dict[str, Any] | None], Source] | None = None,
+        notifier: SystemdNotifier | None = None,
+        audit: Callable[[], list[tuple[str, str]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.top_peers = settings.top_peers
+        self.notifier = notifier or SystemdNotifier(None)
+        self._audit = audit
+        self._config_checks: list[tuple[str, str]] = []
+        self.store = StateStore(settings.state_dir / STATE_FILE, log)
+        self.stats = Stats(peers=PeerTable(settings.max_peers), label_cap=settings.label_cap)
+        self.correlator = Correlator(
+            ttl=settings.session_ttl,
+            max_entries=settings.max_sessions,
+            is_local=LocalNetworks(settings.local_networks).is_local,
+        )
+        self.pipeline = Pipeline(
+            Parser(), self.correlator, self.stats, on_unrecognised=self._unrecognised
+        )
+        self.source_kind = "journald" if settings.log == "journald" else f"file:{settings.log}"
+        position = self._restore()
+        factory = source_factory or self._make_source
+        self.source = factory(self.source_kind, position)
+        self.registry = registry(self)
+        self.app = App(self)
+        self._started = time.time()
+        self._last_read: float | None = None
+        self._checkpoint_ts: float | None = None
+        self._checkpoint_error: str | None = None
+        self._dirty = False
+        self._unrecognised_seen = 0
+        self._stop = asyncio.Event()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _restore(self) -> dict[str, Any] | None:
+        saved = self.store.load()
+        if saved is None:
+            self.stats.since = self.store.created
+            return None
+        self.stats.restore(saved.stats)
+        self.stats.peers.load(saved.peers)
+        if saved.source != self.source_kind:
+            log.warning(
+                "the state in %s followed %s, now following %s: keeping totals and peers, "
+                "starting a new position",
+                self.store.path,
+                saved.source,
+                self.source_kind,
+            )
+            return None
+        self.correlator.restore(saved.sessions)
+        log.info("resuming from the checkpoint of %s", summary.iso(saved.saved_at))
+        return saved.position
+
+    def checkpoint(self) -> None:
+        """Write position, sessions, totals and changed peers in one transaction."""
+        position = self.source.position()
+        if position is None:
+            return
+        peers = self.stats.peers
+        rows = [(k, e.to_json()) for k in peers.dirty if (e := peers.get(k)) is not None]
+        try:
+            self._checkpoint_ts = self.store.save(
+                source=self.source_kind,
+                position=position,
+                sessions=self.correlator.snapshot(),
+                stats=self.stats.durable(),
+                peers=rows,
+                removed_peers=list(peers.removed),
+            )
+        except Exception as exc:  # disk full, read-only file system...: keep running, say so
+            if self._checkpoint_error is None:
+                log.error("cannot write the checkpoint to %s: %s", self.store.path, exc)
+            self._checkpoint_error = str(exc)
+            return
+        if self._checkpoint_error is not None:
+            log.info("checkpoints work again")
+        self._checkpoint_error = None
+        peers.dirty.clear()
+        peers.removed.clear()
+        self._dirty = False
+
+    def _make_source(self, kind: str, position: dict[str, Any] | None) -> Source:
+        s = self.settings
+        if kind == "journald":
+            from tlslogd.sources.journal import JournalSource
+
+            return JournalSource(
+                position=position,
+                from_start=s.from_start,
+                units=s.journal_units,
+                max_chunk_bytes=s.batch_bytes,
+            )
+        from tlslogd.sources.file import FileSource
+
+        return FileSource(
+            s.log,
+            position=position,
+            from_start=s.from_start,
+            poll_interval=s.poll_interval,
+            max_chunk_bytes=s.batch_bytes,
+        )
+
+    def _unrecognised(self, ev: Unrecognised) -> None:
+        self._unrecognised_seen += 1
+        n = self._unrecognised_seen
+        if n <= _UNRECOGNISED_SAMPLES or n % 1000 == 0:
+            log.warning("unrecognised log line (%d so far): %.300s", n, ev.line)
+
+    # -- what the collector and the web app read ------------------------------------------------
+
+    def source_counters(self) -> dict[str, dict[str, int]]:
+        return self.source.counters()
+
+    def source_up(self) -> bool:
+        return self.source.health().ok
+
+    def lag_bytes(self) -> int | None:
+        return self.source.lag_bytes()
+
+    def last_read(self) -> float | None:
+        return self._last_read
+
+    def checkpoint_time(self) -> float | None:
+        return self._checkpoint_ts
+
+    def config_checks(self) -> list[tuple[str, str]]:
+        return self._config_checks
+
+    def policy_candidates(self) -> dict[str, int]:
+        return {}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        h = self.source.health()
+        ok = h.ok and self._checkpoint_error is None
+        reason = h.reason or (
+            f"cannot write checkpoints: {self._checkpoint_error}" if self._checkpoint_error else ""
+        )
+        return ok, {
+            "status": "ok" if ok else "unhealthy",
+            "reason": reason,
+            "source": self.source_kind,
+            "detail": h.detail,
+            "lag_bytes": self.source.lag_bytes(),
+            "last_read": summary.iso(self._last_read),
+            "last_checkpoint": summary.iso(self._checkpoint_ts),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        ok, health = self.health()
+        stats = self.stats
+        return {
+            "version": __version__,
+            "since": summary.iso(stats.since),
+            "totals": dict(stats.totals),
+            "durable": summary.durable(stats),
+            "log": {**health, "healthy": ok, "position": self.source.position()},
+            "process": {
+                "started": summary.iso(self._started),
+                "lines": dict(stats.lines),
+                "sessions_active": len(self.correlator),
+                "peers_tracked": len(stats.peers),
+            },
+            "adoption": summary.adoption(stats),
+            "handshakes": {label: summary.census(stats, label) for label in summary.CENSUS_LABELS},
+            "failures": summary.failures(stats),
+            "inbound_by_program": summary.by_program(stats),
+            "peers": {
+                "tracked": len(stats.peers),
+                "by_category": {c: stats.peers.top(c, 0)[2] for c in CATEGORIES},
+            },
+            "config_checks": [{"check": c, "status": s} for c, s in self._config_checks],
+        }
+
+    def peer_rows(
+        self, category: str | None, since: float | None, limit: int, sort: str
+    ) -> tuple[int, list[dict[str, Any]]]:
+        rows = self.stats.peers.query(category=category, since=since, sort=sort, limit=10**9)
+        return len(rows), [p.to_json() for p in rows[:limit]]
+
+    def status_page(self) -> str:
+        return render_status(self.summary(), summary.peers(self.stats, limit=10))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        host, port = self.settings.host_port
+        server = _Server(self._uvicorn_config(host, port))
+        serving = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if serving.done():
+                self.store.close()
+                log.error("cannot serve on %s: see the message above", self.settings.listen)
+                return 1
+            await asyncio.sleep(0.01)
+        self._run_audit()
+        log.info(
+            "tlslogd %s following %s, serving http://%s",
+            __version__,
+            self.source_kind,
+            self.settings.listen,
+        )
+        self.notifier.ready(f"following {self.settings.log}")
+        reading = asyncio.create_task(self._consume(), name="source")
+        ticking = asyncio.create_task(self._tick(), name="timer")
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({reading, stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
+        self.notifier.stopping()
+        for task in (reading, ticking):
+            task.cancel()
+        self.source.close()
+        for task in (reading, ticking):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.checkpoint()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        self.store.close()
+        if reading.done() and not reading.cancelled() and reading.exception() is not None:
+            log.error("reading the log failed: %s", reading.exception())
+            return 1
+        log.info("stopped; checkpoint written")
+        return 0
+
+    def _uvicorn_config(self, host: str, port: int) -> uvicorn.Config:
+        app: Any = self.app
+        kwargs: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "lifespan": "off",
+            "access_log": False,
+            "log_level": "warning",
+            "timeout_graceful_shutdown": 1,
+        }
+        if self.settings.web_config is None:
+            return uvicorn.Config(app, **kwargs)
+        from tlslogd.webconfig import load_web_config, uvicorn_config
+
+        web = load_web_config(self.settings.web_config)
+        return uvicorn_config(app, host, port, web, **kwargs)
+
+    async def _consume(self) -> None:
+        feed = self.pipeline.feed
+        async for chunk in self.source.chunks():
+            feed(chunk.data)
+            self._last_read = time.time()
+            self._dirty = True
+            await asyncio.sleep(0)
+
+    async def _tick(self) -> None:
+        interval = self.settings.checkpoint_interval
+        watchdog = self.notifier.watchdog_interval()
+        step = min(interval, watchdog / 2) if watchdog else interval
+        next_status = 0.0
+        while True:
+            await asyncio.sleep(step)
+            if self._dirty:
+                self.checkpoint()
+            self.notifier.watchdog()
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + 10
+                totals = self.stats.totals
+                self.notifier.status(
+                    f"{totals['lines']} lines, {totals['tls_handshakes']} handshakes, "
+                    f"{totals['plaintext_deliveries']} plaintext deliveries; "
+                    f"{'source ok' if self.source_up() else self.source.health().reason}"
+                )
+
+    def _reload(self) -> None:
+        log.info("SIGHUP: reopening %s and reloading the config audit", self.source_kind)
+        self.notifier.reloading()
+        self.source.reopen()
+        self._run_audit()
+        self.notifier.ready()
+
+    def _run_audit(self) -> None:
+        if self._audit is None:
+            return
+        try:
+            self._config_checks = self._audit()
+        except Exception as exc:
+            log.error("the Postfix configuration audit failed: %s", exc)

@@ -1,0 +1,386 @@
+"""Typed events: what one Postfix log line says about TLS, sessions and deliveries.
+
+The parser creates one event per interesting line; the correlator fills in what only the
+surrounding lines can tell (``Delivery.tls``, ``SessionEnd.starttls``, ``MessageReceived.tls``).
+Events are plain slotted dataclasses: they are created for about half of all log lines, so they
+stay cheap. :class:`EventRecord` is the JSON shape of an event as ``tlslogd parse`` writes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+
+# Closed set of failure reasons (see README, "Failure reasons").
+REASONS = (
+    "protocol",  # no common protocol version (e.g. a TLSv1-only client refused)
+    "cipher",  # no shared cipher or signature algorithm
+    "certificate",  # peer certificate missing, untrusted, expired or not matching the policy
+    "lost_connection",  # the peer went away during the handshake
+    "timeout",  # nothing followed STARTTLS in time
+    "not_offered",  # TLS required but the server did not offer STARTTLS
+    "refused",  # the server refused STARTTLS, or smtpd refused it (rate limit)
+    "engine",  # our own TLS engine or TLS configuration is broken
+    "policy",  # DANE/TLSA or other policy lookup failure
+    "handshake",  # any other handshake failure
+)
+
+LEGACY_PROTOCOLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
+
+
+def split_peer(peer: str | None) -> tuple[str | None, str | None, int | None]:
+    """Split ``host[addr]:port`` at brackets, never at colons.
+
+    Handles IPv6 (``mx[2001:db8::1]:25``), ``unknown[unknown]``, socket paths
+    (``mail[private/dovecot-lmtp]``), ``[addr]:port`` (tlsproxy, postscreen) and bare host names
+    (Postfix 2.2-2.4 client summaries, ``Host offered STARTTLS: [name]``).
+    """
+    if not peer:
+        return None, None, None
+    i = peer.find("[")
+    if i < 0:
+        return peer, None, None
+    j = peer.rfind("]")
+    host = peer[:i] or None
+    if j < i:  # truncated line
+        return host, peer[i + 1 :] or None, None
+    addr = peer[i + 1 : j] or None
+    rest = peer[j + 1 :]
+    port = int(rest[1:]) if rest[:1] == ":" and rest[1:].isdigit() else None
+    return host, addr, port
+
+
+@dataclass(slots=True)
+class Event:
+    """Fields every event has: where and when the line was logged, and by which process."""
+
+    kind: ClassVar[str] = "event"
+    host: str | None  # the log host (syslog header)
+    program: str  # the whole syslog tag, e.g. postfix/submission/smtpd
+    service: str  # the Postfix daemon: the tag's last component (smtpd, smtp, lmtp, ...)
+    pid: int | None
+    ts: float | None  # log time, seconds since the epoch
+    line: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(slots=True)
+class TlsEstablished(Event):
+    kind: ClassVar[str] = "tls_established"
+    direction: str  # inbound | outbound
+    peer: str
+    trust: str  # anonymous | untrusted | trusted | verified | none (no trust word before 2.5)
+    protocol: str
+    cipher: str
+    cipher_bits: int
+    cipher_alg_bits: int
+    reused: bool = False
+    sni: str | None = None
+    key_exchange: str | None = None
+    server_signature: str | None = None
+    server_digest: str | None = None
+    client_signature: str | None = None
+    client_digest: str | None = None
+
+
+@dataclass(slots=True)
+class StarttlsOffered(Event):
+    """``Host offered STARTTLS: [name]``: the server offered STARTTLS and we did not use it."""
+
+    kind: ClassVar[str] = "starttls_offered"
+    direction: ClassVar[str] = OUTBOUND
+    peer: str  # the server name as logged (no address)
+
+
+@dataclass(slots=True)
+class TlsFailure(Event):
+    kind: ClassVar[str] = "tls_failure"
+    direction: str
+    peer: str | None
+    reason: str
+    detail: str
+    source: str  # which kind of line: ssl_error, library, tlsproxy, lost, cert, reason, abort, ...
+    queue_id: str | None = None
+
+
+@dataclass(slots=True)
+class Delivery(Event):
+    kind: ClassVar[str] = "delivery"
+    direction: ClassVar[str] = OUTBOUND
+    queue_id: str
+    to: str
+    relay: str
+    status: str
+    conn_use: int | None = None
+    delay: str | None = None
+    delays: str | None = None
+    tls_feature: str | None = None  # Postfix 3.11+ tls= field, as logged
+    dsn: str | None = None
+    status_text: str | None = None
+    reason: str | None = None  # a failure reason when the status text is a TLS failure
+    tls: str = "unknown"  # decided by the correlator: yes | no | unknown
+    offered: bool = False  # decided by the correlator: plaintext to a server offering STARTTLS
+    scope: str = "remote"  # decided by the correlator: local (socket, loopback...) | remote
+    tls_protocol: str | None = None  # decided by the correlator
+    tls_cipher: str | None = None
+    tls_trust: str | None = None
+
+    @property
+    def peer(self) -> str | None:
+        return None if self.relay == "none" else self.relay
+
+    def setup_seconds(self) -> float | None:
+        """Seconds between the start of connection setup and this line: delays c + d (or the
+        whole delay when ``delays`` is not logged, Postfix 2.2)."""
+        try:
+            if self.delays:
+                parts = self.delays.split("/")
+                if len(parts) == 4:
+                    return float(parts[2]) + float(parts[3])
+            return float(self.delay) if self.delay else None
+        except ValueError:
+            return None
+
+
+@dataclass(slots=True)
+class SessionStart(Event):
+    kind: ClassVar[str] = "session_start"
+    direction: ClassVar[str] = INBOUND
+    peer: str
+
+
+@dataclass(slots=True)
+class SessionEnd(Event):
+    kind: ClassVar[str] = "session_end"
+    direction: ClassVar[str] = INBOUND
+    peer: str
+    counters_text: str  # what follows the peer: " ehlo=2 starttls=1 ... commands=7" (3.0+)
+    starttls: str | None = None  # decided by the correlator: used|implicit|failed|not_used|...
+    tls_protocol: str | None = None  # the session's handshake, from the correlator
+    tls_cipher: str | None = None
+
+    def counter(self, name: str) -> tuple[int, int] | None:
+        """(succeeded, attempted) of one command counter, None when not logged."""
+        text = self.counters_text
+        i = text.find(" " + name + "=")
+        if i < 0:
+            return None
+        value = text[i + len(name) + 2 :].split(" ", 1)[0]
+        ok, slash, total = value.partition("/")
+        if not ok.isdigit() or (slash and not total.isdigit()):
+            return None
+        return int(ok), int(total) if slash else int(ok)
+
+    @property
+    def counters(self) -> dict[str, tuple[int, int]]:
+        """Every command counter of Postfix 3.0+ (``commands`` included); empty before 3.0."""
+        out: dict[str, tuple[int, int]] = {}
+        for word in self.counters_text.split():
+            name, eq, _ = word.partition("=")
+            if eq and name != "notes":
+                pair = self.counter(name)
+                if pair is not None:
+                    out[name] = pair
+        return out
+
+    @property
+    def notes(self) -> str | None:
+        i = self.counters_text.find(" notes=")
+        return self.counters_text[i + 7 :].split(" ", 1)[0] if i >= 0 else None
+
+
+@dataclass(slots=True)
+class MessageReceived(Event):
+    """``QUEUEID: client=host[addr]``: smtpd queued a message in the current session."""
+
+    kind: ClassVar[str] = "message_received"
+    direction: ClassVar[str] = INBOUND
+    queue_id: str
+    peer: str
+    sasl_method: str | None = None
+    tls: str = "unknown"  # decided by the correlator
+
+
+@dataclass(slots=True)
+class TlsproxyConnection(Event):
+    """tlsproxy ``CONNECT to|from [addr]:port`` and ``DISCONNECT [addr]:port``."""
+
+    kind: ClassVar[str] = "tlsproxy_connection"
+    what: str  # connect | disconnect
+    direction: str | None
+    peer: str
+
+
+@dataclass(slots=True)
+class PostfixStarted(Event):
+    """``postfix/master[pid]: daemon started -- version X, configuration Y``: every Postfix
+    process of this instance is new from here on."""
+
+    kind: ClassVar[str] = "postfix_started"
+    version: str
+
+
+@dataclass(slots=True)
+class Unrecognised(Event):
+    """A line that looks like one tlslogd reads but does not parse (truncated, new format, ...)."""
+
+    kind: ClassVar[str] = "unrecognised"
+
+
+@dataclass(slots=True)
+class Ignored(Event):
+    """A well-formed log line that says nothing tlslogd counts (only ``parse --all`` shows it)."""
+
+    kind: ClassVar[str] = "ignored"
+
+
+class EventRecord(BaseModel):
+    """One line of ``tlslogd parse`` output (JSON Lines). Keys that a line does not say are null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line: str | None
+    kind: str
+    direction: Literal["inbound", "outbound"] | None
+    service: str | None
+    program: str | None
+    host: str | None
+    pid: int | None
+    timestamp: str | None
+    peer_host: str | None
+    peer_addr: str | None
+    peer_port: int | None
+    # tls_established
+    trust: str | None = None
+    protocol: str | None = None
+    cipher: str | None = None
+    cipher_bits: int | None = None
+    cipher_alg_bits: int | None = None
+    key_exchange: str | None = None
+    server_signature: str | None = None
+    server_digest: str | None = None
+    client_signature: str | None = None
+    client_digest: str | None = None
+    reused: bool | None = None
+    sni: str | None = None
+    # tls_failure (reason also on deliveries whose status text is a TLS failure)
+    reason: str | None = None
+    detail: str | None = None
+    # delivery / message_received
+    queue_id: str | None = None
+    to: str | None = None
+    relay: str | None = None
+    conn_use: int | None = None
+    delay: str | None = None
+    delays: str | None = None
+    tls_feature: str | None = None
+    dsn: str | None = None
+    status: str | None = None
+    tls: Literal["yes", "no", "unknown"] | None = None
+    starttls_offered: bool | None = None
+    scope: Literal["local", "remote"] | None = None
+    sasl_method: str | None = None
+    # session_end
+    counters: dict[str, str] | None = None
+    commands: str | None = None
+    starttls: str | None = None
+    notes: str | None = None
+    # tlsproxy_connection
+    action: str | None = None
+    # postfix_started
+    version: str | None = None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat()
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _ratio(pair: tuple[int, int]) -> str:
+    ok, total = pair
+    return str(ok) if ok == total else f"{ok}/{total}"
+
+
+def to_record(ev: Event) -> dict[str, Any]:
+    """The JSON object ``tlslogd parse`` writes for an event (see :class:`EventRecord`)."""
+    host, addr, port = split_peer(getattr(ev, "peer", None))
+    rec: dict[str, Any] = {
+        "line": ev.line,
+        "kind": ev.kind,
+        "direction": getattr(ev, "direction", None),
+        "service": ev.service or None,
+        "program": ev.program or None,
+        "host": ev.host,
+        "pid": ev.pid,
+        "timestamp": _iso(ev.ts),
+        "peer_host": host,
+        "peer_addr": addr,
+        "peer_port": port,
+    }
+    if isinstance(ev, TlsEstablished):
+        rec.update(
+            trust=ev.trust,
+            protocol=ev.protocol,
+            cipher=ev.cipher,
+            cipher_bits=ev.cipher_bits,
+            cipher_alg_bits=ev.cipher_alg_bits,
+            key_exchange=ev.key_exchange,
+            server_signature=ev.server_signature,
+            server_digest=ev.server_digest,
+            client_signature=ev.client_signature,
+            client_digest=ev.client_digest,
+            reused=ev.reused,
+            sni=ev.sni,
+        )
+    elif isinstance(ev, TlsFailure):
+        rec.update(reason=ev.reason, detail=ev.detail, queue_id=ev.queue_id)
+    elif isinstance(ev, Delivery):
+        rec.update(
+            queue_id=ev.queue_id,
+            to=ev.to,
+            relay=ev.relay,
+            conn_use=ev.conn_use,
+            delay=_number(ev.delay),
+            delays=ev.delays,
+            tls_feature=ev.tls_feature,
+            dsn=ev.dsn,
+            status=ev.status,
+            detail=ev.status_text,
+            reason=ev.reason,
+            tls=ev.tls,
+            starttls_offered=ev.offered,
+            scope=ev.scope,
+            protocol=ev.tls_protocol,
+            cipher=ev.tls_cipher,
+            trust=ev.tls_trust,
+        )
+    elif isinstance(ev, MessageReceived):
+        rec.update(queue_id=ev.queue_id, sasl_method=ev.sasl_method, tls=ev.tls)
+    elif isinstance(ev, SessionEnd):
+        commands = ev.counters.get("commands")
+        rec.update(
+            counters={k: _ratio(v) for k, v in ev.counters.items() if k != "commands"},
+            commands=_ratio(commands) if commands else None,
+            starttls=ev.starttls,
+            notes=ev.notes,
+            protocol=ev.tls_protocol,
+            cipher=ev.tls_cipher,
+        )
+    elif isinstance(ev, TlsproxyConnection):
+        rec.update(action=ev.what)
+    elif isinstance(ev, PostfixStarted):
+        rec.update(version=ev.version)
+    return rec

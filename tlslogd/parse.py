@@ -1,0 +1,910 @@
+"""Pure parsing: log text in, typed events out. Every regular expression of tlslogd lives here.
+
+How a chunk of log text is read (:meth:`Parser.scan`):
+
+1. One compiled regex, ``_MESSAGE``, is run over the whole chunk with ``finditer``. It starts with
+   the literal ``]: `` that ends every syslog tag (``postfix/smtpd[1234]: ``), so the regex engine
+   jumps from tag to tag in C, and it only matches where the message that follows is one tlslogd
+   reads (a TLS summary, a delivery, ``connect from``, ...). Lines that say nothing about TLS,
+   sessions or deliveries -- most of a maillog -- never reach Python code.
+2. For each match the line's syslog header (timestamp, host, tag, pid) is parsed with
+   ``_HEADER``, and the named group of the alternative that matched picks the handler that builds
+   the event.
+3. RFC 5424 lines (``<22>1 2025-01-05T09:03:07Z host postfix/smtpd 1234 - - text``) have no
+   ``]: ``; a chunk that contains any is also scanned line by line for them, with the same message
+   alternatives.
+
+A candidate line whose header or message does not parse becomes an :class:`Unrecognised` event,
+so it is counted and can be sample-logged; nothing raises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from tlslogd.events import (
+    INBOUND,
+    OUTBOUND,
+    Delivery,
+    Event,
+    Ignored,
+    MessageReceived,
+    PostfixStarted,
+    SessionEnd,
+    SessionStart,
+    StarttlsOffered,
+    TlsEstablished,
+    TlsFailure,
+    TlsproxyConnection,
+    Unrecognised,
+)
+
+_CACHE_MAX: Final = 4096
+
+# host, program (syslog tag), service, pid, timestamp
+_Fields = tuple[str | None, str, str, int | None, float | None]
+
+_QID = r"[0-9A-Za-z]{5,20}"  # short hex or long queue IDs, and NOQUEUE
+
+# The message alternatives. Every alternative starts with literal text (so the regex engine
+# rejects a branch on its first character) and ends with an empty named group -- the marker --
+# that names the handler building its event (``Match.lastgroup`` is the last group closed).
+# Messages that start with a queue ID share one branch, so the ID is matched once, possessively.
+# The broad "unrec" markers come last: lines that start like something tlslogd reads but did not
+# parse (truncated, or a format change) are counted as unrecognised instead of vanishing.
+_ALTERNATIVES = rf"""
+(?P<qid>{_QID}+):\ (?:
+  to=<(?P<dlv_to>[^>\n]*)>,(?:\ orig_to=<[^>\n]*>,)?
+  \ relay=(?P<dlv_relay>[^\s,]+)
+  (?:,\ conn_use=(?P<dlv_cu>\d+))?
+  (?:,\ delay=(?P<dlv_delay>[\d.]+))?
+  (?:,\ delays=(?P<dlv_delays>[\d./]+))?
+  (?:,\ tls=(?P<dlv_tls>[^\s,]+))?
+  (?:,\ dsn=(?P<dlv_dsn>[\d.]+))?
+  (?:,\ [a-z_]+=[^\s,]*)*?
+  ,\ status=(?P<dlv_status>[A-Za-z]+)(?:\ \((?P<dlv_text>[^\n]*))?(?P<dlv>)
+ |client=(?P<cli_peer>[^\s,]+)(?P<cli_rest>[^\n]*)(?P<cli>)
+ |(?P<qr_text>(?:Cannot\ start\ TLS|TLS\ is\ required|Server\ certificate\ not
+   |TLSA\ lookup\ error|client\ TLS\ configuration\ problem|TLS\ failure)[^\n]*)(?P<qr>)
+ |(?P<qlost_what>lost\ connection|timeout|too\ many\ errors)\ after\ STARTTLS
+   \ from\ (?P<qlost_peer>\S+)(?P<qlost>)
+ |abort:\ TLS\ from\ (?P<abort_peer>\S+):\ (?P<abort_text>[^\n]*)(?P<abort>)
+ |(?:to|client)=(?P<unrec>)
+)
+|(?:(?P<tls_trust>[A-Z][a-z]+)\ )?TLS\ connection\ (?:
+  (?P<tls_state>established|reused)\ (?P<tls_dir>to|from)\ (?P<tls_peer>\S+)
+  (?:\ to\ (?P<tls_sni>[^\s:]+))?
+  :\ (?P<tls_proto>\S+)\ with\ cipher\ (?P<tls_cipher>\S+)
+  \ \((?P<tls_bits>\d+)/(?P<tls_alg>\d+)\ bits\)(?P<tls_rest>[^\n]*)(?P<tls>)
+ |(?P<unrec_tls>)
+)
+|connect\ from\ (?:(?P<conn_peer>\S+)(?P<conn>)|(?P<unrec_conn>))
+|daemon\ started\ --\ version\ (?P<ms_version>[^,\s]+)(?P<ms>)
+|disconnect\ from\ (?:(?P<disc_peer>\S+)(?P<disc_rest>[^\n]*)(?P<disc>)|(?P<unrec_disc>))
+|Host\ offered\ (?:STARTTLS:\ \[(?P<off_host>[^\]\n]*)\](?P<off>)|(?P<unrec_off>))
+|SSL_(?P<ssl_op>accept|connect)\ error\ (?:
+  (?:from|to)\ (?P<ssl_peer>\S+):\ (?P<ssl_detail>[^\n]*)(?P<ssl>)|(?P<unrec_ssl>)
+)
+|(?P<lost_what>lost\ connection|timeout|too\ many\ errors)\ after\ STARTTLS
+  \ from\ (?P<lost_peer>\S+)(?P<lost>)
+|(?:warning:\ )?TLS\ library\ problem:\ (?:\d+:)?(?P<lib_text>[^\n]*)(?P<lib>)
+|(?P<tp_what>CONNECT|DISCONNECT)\ (?:(?P<tp_dir>to|from)\ )?
+  (?P<tp_peer>\[[^\]\n]*\](?::\d+)?)(?P<tp>)
+|(?:warning:\ )?TLS\ handshake\ failed\ for\ service=(?P<hsf_svc>\S+)
+  \ peer=(?P<hsf_peer>\S+)(?P<hsf>)
+|(?:server\ |client\ |CA\ )?certificate\ verification\ failed\ for\ (?P<cv_peer>\S+)
+  :\ (?P<cv_text>[^\n]*)(?P<cv>)
+|warning:\ (?:
+  Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
+ |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)
+  \ for\ service\ \S+(?P<ratelimit>)
+)
+"""
+
+_MESSAGE: Final = re.compile(r"\]:\ (?:" + _ALTERNATIVES + ")", re.X)
+_BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
+
+_LEVEL = r"(?:emerg|alert|crit|err|error|warn|warning|notice|info|debug)"
+_SEVERITY = rf"(?:[a-z0-9]+\.)?{_LEVEL}"
+_HEADER: Final = re.compile(
+    rf"""
+    (?:<\d{{1,3}}>)?
+    (?:
+      (?:(?P<bsd>[A-Z][a-z]{{2}}\ [ 0-3]?\d\ \d\d:\d\d:\d\d)(?:\.\d+)?
+        |(?P<iso>\d{{4}}-\d\d-\d\d[T\ ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d(?::?\d\d)?)?)
+      )\ +
+    )?
+    (?:[a-z0-9]+\.{_LEVEL}\ )?
+    (?:(?P<host>[^\s\[\]]+)\ )??
+    (?:{_SEVERITY}\ |<{_SEVERITY}>\ )?
+    (?P<tag>[^\s\[\]]+)\[(?P<pid>\d+)
+    """,
+    re.X,
+)
+
+# RFC 5424: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG
+_RFC5424: Final = re.compile(
+    r"""(?m)^<\d{1,3}>1\ (?P<ts>\S+)\ (?P<host>\S+)\ (?P<tag>\S+)\ (?P<pid>\S+)\ \S+
+    \ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+)(?:\ (?:\ufeff)?|$)""",
+    re.X,
+)
+
+_SUFFIX: Final = re.compile(
+    r" (key-exchange|server-signature|server-digest|client-signature|client-digest) (\S+)"
+    r"(?: \(([^)]*)\))?"
+)
+
+_CURVES: Final = {
+    "p-256": "P-256",
+    "prime256v1": "P-256",
+    "secp256r1": "P-256",
+    "p-384": "P-384",
+    "secp384r1": "P-384",
+    "p-521": "P-521",
+    "secp521r1": "P-521",
+}
+
+
+def _param(text: str) -> str:
+    """``2048 bits`` -> ``2048``; ``prime256v1`` -> ``P-256``; keeps ``raw public key``."""
+    words = text.split()
+    out = []
+    for w in words:
+        if w in ("bits", "bit"):
+            continue
+        out.append(_CURVES.get(w.lower(), w))
+    return " ".join(out)
+
+
+def algorithm(name: str, param: str | None) -> str:
+    """Normalise a key-exchange or signature algorithm across Postfix and OpenSSL versions.
+
+    ``ECDHE (P-256)``, ``ECDHE (prime256v1)`` and the 3.10+ group name ``secp256r1`` all become
+    ``ECDHE P-256``; ``x25519`` becomes ``X25519``; ``DHE (2048 bits)`` and ``ffdhe2048`` become
+    ``DHE 2048``; hybrids such as ``X25519MLKEM768`` stay as they are.
+    """
+    low = name.lower()
+    if low in ("x25519", "x448"):
+        name = name.upper()
+    elif low in _CURVES:
+        name = "ECDHE " + _CURVES[low]
+    elif low.startswith("ffdhe") and low[5:].isdigit():
+        name = "DHE " + low[5:]
+    if param:
+        return f"{name} {_param(param)}"
+    return name
+
+
+# key-exchange, server-signature, server-digest, client-signature, client-digest
+_Suffix = tuple[str | None, str | None, str | None, str | None, str | None]
+
+
+def _suffix(rest: str) -> _Suffix:
+    """The TLS 1.3 suffixes of a handshake summary (Postfix 3.4+), normalised."""
+    found: dict[str, str] = {}
+    for name, value, param in _SUFFIX.findall(rest):
+        found[name] = value if name.endswith("digest") else algorithm(value, param)
+    return (
+        found.get("key-exchange"),
+        found.get("server-signature"),
+        found.get("server-digest"),
+        found.get("client-signature"),
+        found.get("client-digest"),
+    )
+
+
+_MONTHS: Final = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+
+
+class Timestamps:
+    """Turn header timestamps into seconds since the epoch, cached by their text.
+
+    Classic syslog timestamps have no year and no zone: they are local time, and the year is
+    inferred from ``reference`` (the file's modification time, or now) and then carried forward,
+    so a log crossing New Year stays in order.
+    """
+
+    def __init__(self, reference: float | None = None) -> None:
+        ref = time.localtime(reference if reference is not None else time.time())
+        self._ref_month_day = (ref.tm_mon, ref.tm_mday)
+        self._ref_year = ref.tm_year
+        self._year: int | None = None
+        self._month = 0
+        self.cache: dict[str, float] = {}  # timestamp text -> seconds
+        self._hours: dict[tuple[int, int, int, int], float] = {}
+
+    def parse(self, text: str) -> float | None:
+        """Seconds since the epoch for a classic or ISO 8601 timestamp, None for anything else."""
+        cached = self.cache.get(text)
+        if cached is not None:
+            return cached
+        if text[:1].isdigit():
+            return self.iso(text)
+        return self.bsd(text)
+
+    def bsd(self, text: str) -> float | None:
+        cached = self.cache.get(text)
+        if cached is not None:
+            return cached
+        parts = text.split()
+        month = _MONTHS.get(parts[0]) if len(parts) == 3 else None
+        clock = parts[2].split(":") if month is not None else ()
+        if len(clock) != 3 or not all(c.isdigit() for c in clock) or not parts[1].isdigit():
+            return None
+        day, hour, minute, second = int(parts[1]), int(clock[0]), int(clock[1]), int(clock[2])
+        assert month is not None
+        year = self._year_for(month, day)
+        key = (year, month, day, hour)
+        hour_start = self._hours.get(key)
+        if hour_start is None:
+            try:
+                hour_start = time.mktime((year, month, day, hour, 0, 0, 0, 0, -1))
+            except (OverflowError, ValueError):
+                return None
+            if len(self._hours) > _CACHE_MAX:
+                self._hours.clear()
+            self._hours[key] = hour_start
+        value = hour_start + minute * 60 + second
+        if len(self.cache) > _CACHE_MAX:
+            self.cache.clear()
+        self.cache[text] = value
+        return value
+
+    def _year_for(self, month: int, day: int) -> int:
+        if self._year is None:
+            self._year = self._ref_year
+            if (month, day) > (self._ref_month_day[0], self._ref_month_day[1] + 1):
+                self._year -= 1
+        elif month < self._month - 6:
+            self._year += 1  # December -> January
+            self.cache.clear()
+        elif month > self._month + 6 and self._month:
+            return self._year - 1  # a late line from last December; keep the current year
+        self._month = month
+        return self._year
+
+    def iso(self, text: str) -> float | None:
+        # Cache by second and zone; add the fraction separately (every line differs in it).
+        frac = 0.0
+        base = text
+        if len(text) > 19 and text[19] in ".,":
+            end = 20
+            while end < len(text) and text[end].isdigit():
+                end += 1
+            frac = float("0." + (text[20:end] or "0"))
+            base = text[:19] + text[end:]
+        cached = self.cache.get(base)
+        if cached is None:
+            try:
+                parsed = dt.datetime.fromisoformat(base.replace(" ", "T", 1))
+            except ValueError:
+                return None
+            cached = parsed.timestamp()
+            if len(self.cache) > _CACHE_MAX:
+                self.cache.clear()
+            self.cache[base] = cached
+        return cached + frac
+
+
+_LIB_REASONS: Final = (
+    ("unsupported protocol", "protocol"),
+    ("protocol version", "protocol"),
+    ("version too low", "protocol"),
+    ("no protocols available", "protocol"),
+    ("unknown protocol", "protocol"),
+    ("no shared cipher", "cipher"),
+    ("no cipher", "cipher"),
+    ("no suitable signature", "cipher"),
+    ("no shared signature", "cipher"),
+    ("no suitable key share", "cipher"),
+    ("inappropriate fallback", "protocol"),
+    ("certificate", "certificate"),
+    ("unknown ca", "certificate"),
+    ("bad signature", "certificate"),
+    ("unexpected eof", "lost_connection"),
+    ("connection reset", "lost_connection"),
+    ("broken pipe", "lost_connection"),
+)
+
+
+def library_reason(text: str) -> str:
+    """Failure reason from an OpenSSL error string (``TLS library problem: ...``)."""
+    low = text.lower()
+    for needle, reason in _LIB_REASONS:
+        if needle in low:
+            return reason
+    return "handshake"
+
+
+def ssl_error_reason(detail: str) -> str:
+    """Reason from the tail of ``SSL_accept/SSL_connect error ...: <detail>``."""
+    d = detail.strip()
+    if d.lstrip("-").isdigit():
+        return "handshake"
+    low = d.lower()
+    if "lost connection" in low or "reset by peer" in low or "broken pipe" in low:
+        return "lost_connection"
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    return "handshake"
+
+
+_STATUS_REASONS: Final = (
+    ("TLS is required, but was not offered", "not_offered"),
+    ("refused to start TLS", "refused"),
+    ("TLS engine is unavailable", "engine"),
+    ("TLS is required, but unavailable", "engine"),
+    ("TLS is required but unavailable", "engine"),
+    ("TLS is required, but not available", "engine"),
+    ("client TLS configuration problem", "engine"),
+    ("Cannot start TLS", "handshake"),
+    ("Server certificate not", "certificate"),
+    ("Cannot verify server", "certificate"),
+    ("TLSA lookup error", "policy"),
+    ("non DNSSEC destination", "policy"),
+    ("no TLSA records found", "policy"),
+    ("TLSA records unusable", "policy"),
+    ("MX RRset is insecure", "policy"),
+    ("while receiving the STARTTLS response", "lost_connection"),
+    ("while sending STARTTLS", "lost_connection"),
+    ("timed out while performing the TLS handshake", "timeout"),
+    ("TLS handshake", "handshake"),
+)
+
+
+def status_reason(text: str | None) -> str | None:
+    """Failure reason when a delivery's status text is a TLS failure, else None."""
+    if not text or ("TLS" not in text and "certificate" not in text):
+        return None
+    for needle, reason in _STATUS_REASONS:
+        if needle in text:
+            return reason
+    return None
+
+
+_SERVICE_CACHE_MAX: Final = 1024
+
+
+class Parser:
+    """Parse Postfix log text into events. Holds only caches and the year inference state."""
+
+    def __init__(self, *, reference_time: float | None = None) -> None:
+        self.timestamps = Timestamps(reference_time)
+        self._services: dict[str, str] = {}
+        self._suffixes: dict[str, _Suffix] = {}
+        self._handlers: dict[str, Callable[..., Event | None]] = {
+            "dlv": self._delivery,
+            "tls": self._tls,
+            "cli": self._client,
+            "conn": self._connect,
+            "disc": self._disconnect,
+            "off": self._offered,
+            "ssl": self._ssl_error,
+            "lib": self._library,
+            "lost": self._lost,
+            "qlost": self._lost,
+            "tp": self._tlsproxy,
+            "hsf": self._handshake_failed,
+            "cv": self._cert_verify,
+            "qr": self._queue_reason,
+            "abort": self._abort,
+            "refuse": self._refuse,
+            "ratelimit": self._refuse,
+            "ms": self._master_started,
+        }
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def scan(self, text: str, *, with_lines: bool = False) -> Iterator[Event]:
+        """Events of a chunk of complete lines, in order. Lines that matter for nothing yield no
+        event; candidate lines that do not parse yield :class:`Unrecognised`."""
+        if text.startswith("<") or "\n<" in text:
+            return self._scan_mixed(text, with_lines)
+        return self._scan_bracketed(text, with_lines, None)
+
+    def parse_line(self, line: str) -> Event:
+        """Classify one line (without its newline): its event, or :class:`Ignored` /
+        :class:`Unrecognised` with the header fields that could be read."""
+        for ev in self.scan(line, with_lines=True):
+            return ev
+        return self._no_event(line)
+
+    # -- scanning -----------------------------------------------------------------------------
+
+    def _scan_bracketed(
+        self, text: str, with_lines: bool, starts: list[int] | None
+    ) -> Iterator[Event]:
+        """Events of every ``]: `` candidate of the chunk (appending each line start to
+        ``starts`` when given).
+
+        This loop runs for about half of all log lines, so the common header shape
+        (``<timestamp> <host> <tag>[<pid>``) is split inline with string methods and caches;
+        anything else goes through :meth:`_header`."""
+        rfind = text.rfind
+        find = text.find
+        handlers = self._handlers
+        stamps = self.timestamps.cache
+        services = self._services
+        for m in _MESSAGE.finditer(text):
+            bracket = m.start()
+            start = rfind("\n", 0, bracket) + 1
+            kind = m.lastgroup
+            if kind == "tp" and text.find("tlsproxy[", start, bracket) < 0:
+                continue  # postscreen logs CONNECT/DISCONNECT lines of the same shape
+            head, _, tagpid = text[start:bracket].rpartition(" ")
+            tag, _, pid = tagpid.partition("[")
+            stamp, _, host = head.rpartition(" ")
+            ts = stamps.get(stamp)
+            service = services.get(tag)
+            handler = handlers.get(kind)  # type: ignore[arg-type]
+            ev: Event | None
+            if ts is not None and service is not None and pid.isdigit() and host:
+                if handler is None:
+                    ev = self._unrecognised(text, start, find, (host, tag, service, int(pid), ts))
+                else:
+                    ev = handler(m, host, tag, service, int(pid), ts)
+            else:
+                fields = self._header(text, start, bracket)
+                if fields is None or handler is None:
+                    ev = self._unrecognised(text, start, find, fields)
+                else:
+                    ev = handler(m, *fields)
+            if ev is None:
+                continue
+            if with_lines and ev.line is None:
+                end = find("\n", bracket)
+                ev.line = text[start : end if end >= 0 else len(text)]
+            if starts is not None:
+                starts.append(start)
+            yield ev
+
+    def _scan_mixed(self, text: str, with_lines: bool) -> Iterator[Event]:
+        """A chunk with RFC 5424 lines: scan both shapes and merge them in line order."""
+        starts: list[int] = []
+        events = list(self._scan_bracketed(text, with_lines, starts))
+        found = list(zip(starts, events, strict=True))
+        find = text.find
+        for m in _RFC5424.finditer(text):
+            start = m.start()
+            end = find("\n", start)
+            end = end if end >= 0 else len(text)
+            body = _BODY.match(text, m.end(), end)
+            pid = m.group("pid")
+            fields = (
+                None if m.group("host") == "-" else m.group("host"),
+                m.group("tag"),
+                self._service(m.group("tag")),
+                int(pid) if pid.isdigit() else None,
+                self.timestamps.iso(m.group("ts")),
+            )
+            ev: Event | None
+            if body is None:
+                continue
+            handler = self._handlers.get(body.lastgroup or "")
+            ev = handler(body, *fields) if handler else Unrecognised(*fields)
+            if ev is None:
+                continue
+            if with_lines:
+                ev.line = text[start:end]
+            found.append((start, ev))
+        found.sort(key=lambda item: item[0])
+        for _, ev in found:
+            yield ev
+
+    def _header(self, text: str, start: int, end: int) -> _Fields | None:
+        """Header fields of the line starting at ``start`` whose tag ends at ``end`` (the ``]``).
+
+        The common shape, ``<timestamp> <host> <tag>[<pid>``, is split with string methods and a
+        timestamp cache; anything else (severity columns, no timestamp, a syslog priority) goes
+        through ``_HEADER``."""
+        head, _, tagpid = text[start:end].rpartition(" ")
+        tag, _, pid = tagpid.partition("[")
+        stamp, _, host = head.rpartition(" ")
+        if stamp and host and pid.isdigit() and "[" not in host:
+            ts = self.timestamps.parse(stamp)
+            if ts is not None:
+                return host, tag, self._service(tag), int(pid), ts
+        h = _HEADER.fullmatch(text, start, end)
+        return None if h is None else self._header_fields(h)
+
+    def _header_fields(self, h: re.Match[str]) -> _Fields:
+        tag = h.group("tag")
+        bsd = h.group("bsd")
+        if bsd is not None:
+            ts = self.timestamps.bsd(bsd)
+        else:
+            iso = h.group("iso")
+            ts = self.timestamps.iso(iso) if iso is not None else None
+        return h.group("host"), tag, self._service(tag), int(h.group("pid")), ts
+
+    def _service(self, tag: str) -> str:
+        service = self._services.get(tag)
+        if service is None:
+            service = tag.rsplit("/", 1)[-1]
+            if len(self._services) >= _SERVICE_CACHE_MAX:
+                self._services.clear()
+            self._services[tag] = service
+        return service
+
+    @staticmethod
+    def _unrecognised(
+        text: str, start: int, find: Callable[[str, int], int], fields: _Fields | None
+    ) -> Unrecognised:
+        """An unrecognised line always carries its text (at most 2000 characters), so that it
+        can be sample-logged."""
+        end = find("\n", start)
+        ev = Unrecognised(*(fields or (None, "", "", None, None)))
+        ev.line = text[start : end if end >= 0 else len(text)][:2000]
+        return ev
+
+    def _no_event(self, line: str) -> Event:
+        bracket = line.find("]: ")
+        fields = self._header(line, 0, bracket) if bracket > 0 else None
+        if fields is None:
+            m = _RFC5424.match(line)
+            if m is not None:
+                pid = m.group("pid")
+                ev: Event = Ignored(
+                    m.group("host"),
+                    m.group("tag"),
+                    self._service(m.group("tag")),
+                    int(pid) if pid.isdigit() else None,
+                    self.timestamps.iso(m.group("ts")),
+                )
+            else:
+                ev = Unrecognised(None, "", "", None, None)
+        else:
+            ev = Ignored(*fields)
+        ev.line = line
+        return ev
+
+    # -- handlers: one per message alternative ------------------------------------------------
+
+    def _tls(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        trust, state, way, peer, sni, proto, cipher, bits, alg, rest = m.group(
+            "tls_trust",
+            "tls_state",
+            "tls_dir",
+            "tls_peer",
+            "tls_sni",
+            "tls_proto",
+            "tls_cipher",
+            "tls_bits",
+            "tls_alg",
+            "tls_rest",
+        )
+        ev = TlsEstablished(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            OUTBOUND if way == "to" else INBOUND,
+            peer,
+            trust.lower() if trust else "none",
+            proto,
+            cipher,
+            int(bits),
+            int(alg),
+            state == "reused",
+            sni,
+        )
+        if rest:
+            suffix = self._suffixes.get(rest)
+            if suffix is None:
+                suffix = _suffix(rest)
+                if len(self._suffixes) >= _CACHE_MAX:
+                    self._suffixes.clear()
+                self._suffixes[rest] = suffix
+            (
+                ev.key_exchange,
+                ev.server_signature,
+                ev.server_digest,
+                ev.client_signature,
+                ev.client_digest,
+            ) = suffix
+        return ev
+
+    def _delivery(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        qid, to, relay, cu, delay, delays, tlsf, dsn, status, text = m.group(
+            "qid",
+            "dlv_to",
+            "dlv_relay",
+            "dlv_cu",
+            "dlv_delay",
+            "dlv_delays",
+            "dlv_tls",
+            "dlv_dsn",
+            "dlv_status",
+            "dlv_text",
+        )
+        if text is not None and text.endswith(")"):
+            text = text[:-1]
+        return Delivery(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            qid,
+            to,
+            relay,
+            status.lower(),
+            int(cu) if cu else None,
+            delay,
+            delays,
+            tlsf,
+            dsn,
+            text,
+            None if status == "sent" else status_reason(text),
+        )
+
+    def _client(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        rest = m.group("cli_rest")
+        sasl = None
+        i = rest.find("sasl_method=")
+        if i >= 0:
+            sasl = rest[i + 12 :].split(",", 1)[0].strip() or None
+        return MessageReceived(host, tag, svc, pid, ts, m.group("qid"), m.group("cli_peer"), sasl)
+
+    def _connect(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event | None:
+        if svc != "smtpd":
+            return None
+        return SessionStart(host, tag, svc, pid, ts, m.group("conn_peer"))
+
+    def _disconnect(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event | None:
+        if svc != "smtpd":
+            return None
+        return SessionEnd(host, tag, svc, pid, ts, m.group("disc_peer"), m.group("disc_rest"))
+
+    def _offered(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        return StarttlsOffered(host, tag, svc, pid, ts, m.group("off_host"))
+
+    def _ssl_error(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        op, peer, detail = m.group("ssl_op", "ssl_peer", "ssl_detail")
+        way = INBOUND if op == "accept" else OUTBOUND
+        return TlsFailure(
+            host, tag, svc, pid, ts, way, peer, ssl_error_reason(detail), detail, "ssl_error"
+        )
+
+    def _library(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        text = m.group("lib_text")
+        return TlsFailure(
+            host, tag, svc, pid, ts, _direction(svc), None, library_reason(text), text, "library"
+        )
+
+    def _lost(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        what = m.group("lost_what") or m.group("qlost_what")
+        reason = "lost_connection" if what == "lost connection" else "timeout"
+        if what == "too many errors":
+            reason = "handshake"
+        return TlsFailure(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            INBOUND,
+            m.group("lost_peer") or m.group("qlost_peer"),
+            reason,
+            what,
+            "lost",
+        )
+
+    def _tlsproxy(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event | None:
+        if svc != "tlsproxy":
+            return None
+        what, way, peer = m.group("tp_what", "tp_dir", "tp_peer")
+        direction = OUTBOUND if way == "to" else INBOUND if way == "from" else None
+        return TlsproxyConnection(host, tag, svc, pid, ts, what.lower(), direction, peer)
+
+    def _handshake_failed(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        service = m.group("hsf_svc")
+        way = OUTBOUND if service.endswith("smtp") or service.endswith("lmtp") else INBOUND
+        return TlsFailure(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            way,
+            m.group("hsf_peer"),
+            "handshake",
+            f"service={service}",
+            "tlsproxy",
+        )
+
+    def _cert_verify(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        return TlsFailure(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            _direction(svc),
+            m.group("cv_peer"),
+            "certificate",
+            m.group("cv_text"),
+            "cert",
+        )
+
+    def _queue_reason(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        text = m.group("qr_text")
+        return TlsFailure(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            OUTBOUND,
+            None,
+            status_reason(text) or "handshake",
+            text,
+            "reason",
+            m.group("qid"),
+        )
+
+    def _abort(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        return TlsFailure(
+            host,
+            tag,
+            svc,
+            pid,
+            ts,
+            INBOUND,
+            m.group("abort_peer"),
+            "certificate",
+            m.group("abort_text"),
+            "abort",
+        )
+
+    def _refuse(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        peer = m.group("rf_peer") or m.group("rl_peer")
+        detail = "rate limit" if m.group("rl_peer") else "STARTTLS refused"
+        return TlsFailure(host, tag, svc, pid, ts, INBOUND, peer, "refused", detail, "refuse")
+
+    def _master_started(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event | None:
+        if svc != "master":
+            return None
+        return PostfixStarted(host, tag, svc, pid, ts, m.group("ms_version"))
+
+
+def _direction(service: str) -> str:
+    return INBOUND if service in ("smtpd", "postscreen") else OUTBOUND

@@ -1,0 +1,204 @@
+"""The bounded peer table: which remote servers and clients did what, durable across restarts.
+
+One entry per peer, keyed by its host name (lower case) or, when it has none (``unknown[addr]``,
+IP-literal next hops), its address. Entries are kept in least-recently-seen order and the
+oldest is dropped past the cap, so a flood of hostile names cannot grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from publicsuffixlist import PublicSuffixList
+
+from tlslogd.events import split_peer
+
+CATEGORIES = (
+    "plaintext_out",  # outbound deliveries sent without TLS
+    "offered_not_used",  # outbound: the server offered STARTTLS and we sent in plaintext
+    "legacy_protocol",  # TLSv1, TLSv1.1, SSLv3 handshakes, either direction
+    "inbound_no_starttls",  # clients that spoke EHLO and never used STARTTLS
+    "tls_failure",  # failed TLS attempts
+)
+
+_MAX_ADDRS = 4
+_MAX_KEY = 255
+
+
+@dataclass(slots=True)
+class PeerEntry:
+    key: str
+    host: str | None
+    domain: str | None
+    first_seen: float
+    last_seen: float
+    addrs: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # category -> events
+    deliveries: int = 0  # outbound deliveries (any status)
+    tls_deliveries: int = 0
+    sessions: int = 0  # inbound smtpd sessions
+    tls_sessions: int = 0
+    protocols: dict[str, int] = field(default_factory=dict)  # legacy protocol -> handshakes
+    reasons: dict[str, int] = field(default_factory=dict)  # failure reason -> failures
+    last_protocol: str | None = None
+    last_cipher: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peer": self.key,
+            "host": self.host,
+            "addresses": list(self.addrs),
+            "domain": self.domain,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "counts": {c: self.counts.get(c, 0) for c in CATEGORIES},
+            "deliveries": self.deliveries,
+            "tls_deliveries": self.tls_deliveries,
+            "sessions": self.sessions,
+            "tls_sessions": self.tls_sessions,
+            "legacy_protocols": dict(self.protocols),
+            "failure_reasons": dict(self.reasons),
+            "last_protocol": self.last_protocol,
+            "last_cipher": self.last_cipher,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PeerEntry:
+        return cls(
+            key=data["peer"],
+            host=data.get("host"),
+            domain=data.get("domain"),
+            first_seen=float(data["first_seen"]),
+            last_seen=float(data["last_seen"]),
+            addrs=list(data.get("addresses", [])),
+            counts={k: int(v) for k, v in data.get("counts", {}).items() if v},
+            deliveries=int(data.get("deliveries", 0)),
+            tls_deliveries=int(data.get("tls_deliveries", 0)),
+            sessions=int(data.get("sessions", 0)),
+            tls_sessions=int(data.get("tls_sessions", 0)),
+            protocols=dict(data.get("legacy_protocols", {})),
+            reasons=dict(data.get("failure_reasons", {})),
+            last_protocol=data.get("last_protocol"),
+            last_cipher=data.get("last_cipher"),
+        )
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+class PeerTable:
+    """Peers by key, least recently seen first; ``dirty`` holds keys changed since the last
+    checkpoint and ``removed`` keys evicted since then."""
+
+    def __init__(self, max_peers: int = 10_000, psl: PublicSuffixList | None = None) -> None:
+        self.max_peers = max_peers
+        self._psl = psl or PublicSuffixList()
+        self._peers: OrderedDict[str, PeerEntry] = OrderedDict()
+        self.evictions = 0
+        self.dirty: set[str] = set()
+        self.removed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __iter__(self) -> Iterator[PeerEntry]:
+        return iter(self._peers.values())
+
+    def get(self, key: str) -> PeerEntry | None:
+        return self._peers.get(key)
+
+    def touch(self, peer: str | None, ts: float | None) -> PeerEntry | None:
+        """The entry for a peer as logged (``host[addr]:port``, ``[addr]:port`` or a bare host
+        name), created if needed and marked as just seen."""
+        host, addr, _ = split_peer(peer)
+        if host is not None and addr is None and _is_address(host):
+            host, addr = None, host  # "Host offered STARTTLS: [192.0.2.1]" (IP-literal next hop)
+        if host in (None, "unknown") or (addr is not None and host == addr):
+            host = None
+        if addr in ("unknown", None) or "/" in (addr or ""):
+            addr = None
+        key = (host or addr or "").lower()[:_MAX_KEY]
+        if not key:
+            return None
+        now = ts if ts is not None else 0.0
+        entry = self._peers.get(key)
+        if entry is None:
+            entry = PeerEntry(key, host.lower() if host else None, self._domain(host), now, now)
+            self._peers[key] = entry
+            self.removed.discard(key)
+            if len(self._peers) > self.max_peers:
+                old, _ = self._peers.popitem(last=False)
+                self.evictions += 1
+                self.dirty.discard(old)
+                self.removed.add(old)
+        else:
+            self._peers.move_to_end(key)
+            if now > entry.last_seen:
+                entry.last_seen = now
+        if addr is not None and addr not in entry.addrs:
+            if len(entry.addrs) >= _MAX_ADDRS:
+                entry.addrs.pop(0)
+            entry.addrs.append(addr)
+        self.dirty.add(key)
+        return entry
+
+    def _domain(self, host: str | None) -> str | None:
+        if not host or _is_address(host) or "." not in host:
+            return None
+        try:
+            return self._psl.privatesuffix(host.lower()) or host.lower()
+        except (ValueError, UnicodeError):
+            return None
+
+    def top(self, category: str, n: int) -> tuple[list[PeerEntry], int, int]:
+        """The ``n`` peers with most events of a category, the sum of the others' events, and
+        how many peers have any."""
+        having = [p for p in self._peers.values() if p.counts.get(category)]
+        best = heapq.nlargest(n, having, key=lambda p: (p.counts[category], p.last_seen))
+        rest = sum(p.counts[category] for p in having) - sum(p.counts[category] for p in best)
+        return best, rest, len(having)
+
+    def query(
+        self,
+        *,
+        category: str | None = None,
+        since: float | None = None,
+        sort: str = "count",
+        limit: int = 100,
+    ) -> list[PeerEntry]:
+        rows = [
+            p
+            for p in self._peers.values()
+            if (category is None or p.counts.get(category))
+            and (since is None or p.last_seen >= since)
+        ]
+        if sort == "last_seen":
+            rows.sort(key=lambda p: p.last_seen, reverse=True)
+        elif sort == "peer":
+            rows.sort(key=lambda p: p.key)
+        elif category is not None:
+            rows.sort(key=lambda p: (p.counts.get(category, 0), p.last_seen), reverse=True)
+        else:
+            rows.sort(key=lambda p: (sum(p.counts.values()), p.last_seen), reverse=True)
+        return rows[:limit]
+
+    def load(self, rows: list[dict[str, Any]]) -> None:
+        """Restore from the checkpoint, oldest-seen first."""
+        self._peers.clear()
+        for row in sorted(rows, key=lambda r: float(r["last_seen"])):
+            entry = PeerEntry.from_json(row)
+            self._peers[entry.key] = entry
+        while len(self._peers) > self.max_peers:
+            self._peers.popitem(last=False)
+        self.dirty.clear()
+        self.removed.clear()

@@ -1,0 +1,68 @@
+"""The one-way pipeline every command shares: text -> parse -> correlate -> aggregate.
+
+``tlslogd run`` feeds it the chunks its source reads, ``tlslogd report`` and ``tlslogd parse``
+feed it files, so a file replayed and the same file tailed give identical numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tlslogd.events import Event, Unrecognised
+from tlslogd.parse import Parser
+from tlslogd.sessions import Correlator
+from tlslogd.stats import Stats
+
+
+class Pipeline:
+    def __init__(
+        self,
+        parser: Parser,
+        correlator: Correlator,
+        stats: Stats,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        on_unrecognised: Callable[[Unrecognised], None] | None = None,
+    ) -> None:
+        self.parser = parser
+        self.correlator = correlator
+        self.stats = stats
+        self.since = since
+        self.until = until
+        self.on_unrecognised = on_unrecognised
+
+    def feed(self, data: bytes, sink: Callable[[Event], None] | None = None) -> int:
+        """Process a chunk of complete lines (bytes as read; invalid UTF-8 is replaced)."""
+        return self.feed_text(data.decode("utf-8", "replace"), sink)
+
+    def feed_text(self, text: str, sink: Callable[[Event], None] | None = None) -> int:
+        """Process a chunk of complete lines; returns how many lines it held. ``sink`` gets
+        every event once the correlator has annotated it (``tlslogd parse``)."""
+        lines = text.count("\n")
+        if text and not text.endswith("\n"):
+            lines += 1
+        events = unrecognised = 0
+        feed = self.correlator.feed
+        add = self.stats.add
+        since, until = self.since, self.until
+        for ev in self.parser.scan(text, with_lines=sink is not None):
+            if type(ev) is Unrecognised:
+                unrecognised += 1
+                if self.on_unrecognised is not None:
+                    self.on_unrecognised(ev)
+                if sink is not None:
+                    sink(ev)
+                continue
+            events += 1
+            for outcome in feed(ev):
+                ts = outcome.ts
+                if ts is not None and (
+                    (since is not None and ts < since) or (until is not None and ts >= until)
+                ):
+                    continue
+                add(outcome)
+            if sink is not None:
+                sink(ev)
+        self.stats.add_lines(lines, events, unrecognised)
+        return lines

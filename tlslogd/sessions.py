@@ -1,0 +1,509 @@
+"""Pure correlation: join each delivery and each smtpd session to the TLS lines that belong to it.
+
+Postfix logs a TLS handshake and the delivery it carried on separate lines, and the handshake
+line has no queue ID. What joins them is the process: an smtp/lmtp process handles one
+connection at a time, so a handshake it logs belongs to the deliveries it logs next for the same
+relay; an smtpd process serves one client from ``connect from`` to ``disconnect from``.
+
+The correlator keeps one small entry per process, keyed by (log host, syslog tag, pid), and
+turns the parser's events into *outcomes* for the statistics:
+
+* every completed handshake, once (``reused`` connections and tlsproxy's repeat of the smtp
+  client's handshake are not new handshakes);
+* every delivery with ``tls`` decided: ``yes`` when a handshake to the same relay was logged by
+  the same process inside the delivery's connection window, ``no`` when it was not, or the
+  server offered STARTTLS that we did not use, or Postfix 3.11's ``tls=`` field says so, and
+  ``unknown`` when tlslogd started reading after that connection was set up (never a guess);
+* every finished smtpd session with its use of STARTTLS, and every queued message with the TLS
+  state of its session;
+* every failed TLS attempt once, with the most specific reason its lines give (an
+  ``SSL_accept error``, the ``TLS library problem`` that explains it and the ``lost connection
+  after STARTTLS`` that follows are one failure).
+
+Time is the log's own: entries expire by log timestamps, so replaying a file and tailing it give
+the same outcomes. The table is bounded; evictions are counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tlslogd.events import (
+    INBOUND,
+    OUTBOUND,
+    Delivery,
+    Event,
+    MessageReceived,
+    PostfixStarted,
+    SessionEnd,
+    SessionStart,
+    StarttlsOffered,
+    TlsEstablished,
+    TlsFailure,
+    split_peer,
+)
+
+Outcome = Event
+Key = tuple[str | None, str, int | None]
+
+# How specific a failure reason is: a later line may refine a generic reason, never the reverse.
+_SPECIFIC = {"handshake": 0, "lost_connection": 1, "timeout": 1}
+_SWEEP_EVERY = 60.0  # seconds of log time between expiry sweeps
+_SLACK = 2.0  # whole-second timestamps and two-digit delays: widen windows by this much
+
+
+def _specificity(reason: str) -> int:
+    return _SPECIFIC.get(reason, 2)
+
+
+@dataclass(slots=True)
+class TlsInfo:
+    """What a delivery or a received message inherits from its connection's handshake."""
+
+    peer: str
+    ts: float | None
+    trust: str
+    protocol: str
+    cipher: str
+
+
+@dataclass(slots=True)
+class Entry:
+    """State of one Postfix process: an smtp/lmtp client or an smtpd session."""
+
+    last_ts: float
+    tls: TlsInfo | None = None
+    tls_qid: str | None = None  # outbound: the queue ID the handshake was bound to
+    offered: str | None = None  # outbound: host that offered STARTTLS (policy none)
+    offered_ts: float | None = None
+    offered_qid: str | None = None
+    failure: TlsFailure | None = None  # a failed attempt whose last line may not be logged yet
+    started: bool = False  # inbound: ``connect from`` was seen
+
+
+def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
+    """One failure from two lines of the same attempt: the most specific reason, both details."""
+    if later.source != "lost" and _specificity(later.reason) > _specificity(first.reason):
+        first.reason = later.reason
+    if later.detail and later.detail not in first.detail:
+        first.detail = f"{first.detail}; {later.detail}" if first.detail else later.detail
+    if first.peer is None:
+        first.peer = later.peer
+    if first.queue_id is None:
+        first.queue_id = later.queue_id
+    return first
+
+
+class LocalNetworks:
+    """Decides whether a relay is local: a UNIX socket, or an address in the local networks
+    (loopback by default) -- a content filter or a local LMTP server, not a remote peer."""
+
+    def __init__(self, networks: Iterable[str] = ("127.0.0.0/8", "::1/128")) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._cache: dict[str, bool] = {}
+
+    def is_local(self, addr: str | None) -> bool:
+        if addr is None:
+            return False
+        known = self._cache.get(addr)
+        if known is not None:
+            return known
+        try:
+            ip = ipaddress.ip_address(addr.split("%", 1)[0])
+            local = any(ip in n for n in self._networks)
+        except ValueError:
+            local = "/" in addr  # a socket path such as private/dovecot-lmtp
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[addr] = local
+        return local
+
+
+def tls_from_feature(feature: str) -> str:
+    """Postfix 3.11+ ``tls=`` delivery field -> yes | no | unknown.
+
+    ``may``/``encrypt``/``verify``/``dane``... mean TLS was used at that level; ``:final`` is the
+    level it was downgraded to (``may:none`` = plaintext); a leading ``!`` means the policy was
+    violated and the connection not used; a trailing ``?`` means undecided."""
+    level = feature.split("/", 1)[0]
+    if level.startswith("!"):
+        return "no"
+    if level.endswith("?"):
+        return "unknown"
+    requested, _, final = level.partition(":")
+    return "no" if (final or requested) == "none" else "yes"
+
+
+def _same_host(relay: str, host: str) -> bool:
+    """``Host offered STARTTLS: [name]`` names the server without address: compare names."""
+    relay_host = split_peer(relay)[0]
+    return relay_host is not None and relay_host.lower() == host.lower()
+
+
+def _same_peer(relay: str, peer: str) -> bool:
+    # 2.5+: the summary's peer is byte-identical to relay=; 2.2-2.4 logged the host name only.
+    return relay == peer or ("[" not in peer and _same_host(relay, peer))
+
+
+class Correlator:
+    """The session table and the rules that join lines into outcomes. No I/O."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 3600.0,
+        max_entries: int = 10_000,
+        is_local: Callable[[str | None], bool] | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._is_local = is_local or LocalNetworks().is_local
+        self._table: OrderedDict[Key, Entry] = OrderedDict()
+        self.stream_start: float | None = None
+        self._next_sweep = 0.0
+        self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def feed(self, ev: Event) -> tuple[Outcome, ...]:
+        """Outcomes of one event, in order. Annotates deliveries, sessions and messages in
+        place, so the event itself is complete afterwards (``tlslogd parse`` prints it)."""
+        ts = ev.ts
+        out: list[Outcome] = []
+        if ts is not None:
+            if self.stream_start is None:
+                self.stream_start = ts
+            if ts >= self._next_sweep:
+                self._sweep(ts, out)
+        if isinstance(ev, Delivery):
+            self._delivery(ev, out)
+        elif isinstance(ev, TlsEstablished):
+            if ev.direction == OUTBOUND:
+                self._outbound_tls(ev, out)
+            else:
+                self._inbound_tls(ev, out)
+        elif isinstance(ev, SessionStart):
+            self._session_start(ev, out)
+        elif isinstance(ev, SessionEnd):
+            self._session_end(ev, out)
+        elif isinstance(ev, MessageReceived):
+            self._message(ev, out)
+        elif isinstance(ev, StarttlsOffered):
+            self._offered(ev, out)
+        elif isinstance(ev, TlsFailure):
+            self._failure(ev, out)
+        elif isinstance(ev, PostfixStarted):
+            self._postfix_started(ev, out)
+        return tuple(out)
+
+    # -- table -----------------------------------------------------------------------------------
+
+    def _entry(self, ev: Event, out: list[Outcome]) -> Entry:
+        key = (ev.host, ev.program, ev.pid)
+        entry = self._table.get(key)
+        ts = ev.ts if ev.ts is not None else 0.0
+        if entry is None:
+            entry = Entry(ts)
+            self._table[key] = entry
+            if len(self._table) > self.max_entries:
+                _, old = self._table.popitem(last=False)
+                self.evictions["capacity"] += 1
+                if old.failure is not None:
+                    out.append(old.failure)
+        else:
+            entry.last_ts = ts
+            self._table.move_to_end(key)
+        return entry
+
+    def _sweep(self, now: float, out: list[Outcome]) -> None:
+        self._next_sweep = now + _SWEEP_EVERY
+        limit = now - self.ttl
+        table = self._table
+        while table:
+            key, entry = next(iter(table.items()))
+            if entry.last_ts >= limit:
+                break
+            del table[key]
+            self.evictions["expired"] += 1
+            if entry.failure is not None:
+                out.append(entry.failure)
+
+    def _window_start(self, ev: Delivery) -> float | None:
+        """Earliest log time at which this delivery's connection could have been set up."""
+        setup = ev.setup_seconds()
+        if ev.ts is None or setup is None:
+            return None
+        return ev.ts - setup * 1.1 - _SLACK
+
+    def _postfix_started(self, ev: PostfixStarted, out: list[Outcome]) -> None:
+        """A Postfix instance (re)started: its old processes are gone, and every line of the new
+        ones comes after this one, so from here on the absence of a handshake is evidence."""
+        instance = ev.program.rsplit("/", 1)[0]
+        for key in [
+            k for k in self._table if k[0] == ev.host and k[1].rsplit("/", 1)[0] == instance
+        ]:
+            entry = self._table.pop(key)
+            self.evictions["replaced"] += 1
+            if entry.failure is not None:
+                out.append(entry.failure)
+        self.stream_start = 0.0
+
+    # -- outbound (smtp, lmtp) -------------------------------------------------------------------
+
+    def _outbound_tls(self, ev: TlsEstablished, out: list[Outcome]) -> None:
+        if ev.service == "tlsproxy":
+            return  # the smtp process that asked for this connection logs it again
+        entry = self._entry(ev, out)
+        pending = entry.failure
+        if pending is not None and not (
+            pending.reason == "certificate" and pending.peer == ev.peer
+        ):
+            out.append(pending)  # an earlier attempt failed; this is a new connection
+            entry.failure = None
+        entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
+        entry.tls_qid = None
+        entry.offered = None
+        if not ev.reused:
+            out.append(ev)
+
+    def _offered(self, ev: StarttlsOffered, out: list[Outcome]) -> None:
+        entry = self._entry(ev, out)
+        if entry.failure is not None and entry.failure.reason != "certificate":
+            out.append(entry.failure)  # e.g. a handshake failure, then a plaintext retry
+        entry.failure = None
+        entry.tls = None
+        entry.offered = ev.peer
+        entry.offered_ts = ev.ts
+        entry.offered_qid = None
+        out.append(ev)
+
+    def _delivery(self, ev: Delivery, out: list[Outcome]) -> None:
+        if "[" not in ev.relay:
+            # relay=none (no connection was made), or a local agent (relay=local, virtual, a
+            # pipe transport): no connection that could have used TLS, nothing to count
+            ev.tls = "no"
+            return
+        ev.scope = "local" if self._is_local(split_peer(ev.relay)[1]) else "remote"
+        entry = self._entry(ev, out)
+        qid = ev.queue_id
+        window = self._window_start(ev)
+        tls = entry.tls
+        if (
+            tls is not None
+            and (entry.tls_qid is None or entry.tls_qid == qid)
+            and _same_peer(ev.relay, tls.peer)
+            and (entry.tls_qid == qid or window is None or tls.ts is None or tls.ts >= window)
+        ):
+            entry.tls_qid = qid
+            ev.tls = "yes"
+            ev.tls_protocol, ev.tls_cipher, ev.tls_trust = tls.protocol, tls.cipher, tls.trust
+        elif (
+            entry.offered is not None
+            and (entry.offered_qid is None or entry.offered_qid == qid)
+            and _same_host(ev.relay, entry.offered)
+            and (
+                entry.offered_qid == qid
+                or window is None
+                or entry.offered_ts is None
+                or entry.offered_ts >= window
+            )
+        ):
+            entry.offered_qid = qid
+            ev.tls = "no"
+            ev.offered = True
+        elif window is not None and self.stream_start is not None and window >= self.stream_start:
+            ev.tls = "no"  # Postfix logs nothing for a server without STARTTLS
+        else:
+            ev.tls = "unknown"  # the connection began before tlslogd started reading
+        if ev.tls_feature:
+            decided = tls_from_feature(ev.tls_feature)
+            if decided != ev.tls:
+                ev.tls = decided
+                if decided != "yes":
+                    ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
+        out.append(ev)
+        pending = entry.failure
+        if ev.reason is not None:
+            failure = TlsFailure(
+                ev.host,
+                ev.program,
+                ev.service,
+                ev.pid,
+                ev.ts,
+                OUTBOUND,
+                ev.relay,
+                ev.reason,
+                ev.status_text or "",
+                "delivery",
+                qid,
+            )
+            if pending is not None and (pending.queue_id in (None, qid)):
+                failure = merge_failure(pending, failure)
+            elif pending is not None:
+                out.append(pending)
+            entry.failure = None
+            out.append(failure)
+        elif pending is not None:
+            entry.failure = None
+            if pending.reason != "certificate":
+                out.append(pending)  # the handshake failed and the mail went in plaintext
+
+    def _failure(self, ev: TlsFailure, out: list[Outcome]) -> None:
+        if ev.service == "tlsproxy":
+            if ev.source == "tlsproxy" and ev.direction == INBOUND:
+                out.append(ev)  # postscreen's STARTTLS: nobody else logs this session
+            return  # outbound: the smtp client logs the failure of its delivery itself
+        entry = self._entry(ev, out)
+        pending = entry.failure
+        if ev.source == "reason":  # "QUEUEID: Cannot start TLS: ..." before trying another MX
+            out.append(merge_failure(pending, ev) if pending is not None else ev)
+            entry.failure = None
+            entry.tls = None
+            return
+        if pending is None:
+            entry.failure = ev
+        elif ev.source == "ssl_error" and pending.source in ("ssl_error", "reason"):
+            out.append(pending)  # a new attempt in the same process
+            entry.failure = ev
+        else:
+            entry.failure = merge_failure(pending, ev)
+        if ev.source == "ssl_error":
+            entry.tls = None
+
+    # -- inbound (smtpd) -------------------------------------------------------------------------
+
+    def _session_start(self, ev: SessionStart, out: list[Outcome]) -> None:
+        key = (ev.host, ev.program, ev.pid)
+        old = self._table.pop(key, None)
+        if old is not None:
+            self.evictions["replaced"] += 1
+            if old.failure is not None:
+                out.append(old.failure)
+        entry = self._entry(ev, out)
+        entry.started = True
+
+    def _inbound_tls(self, ev: TlsEstablished, out: list[Outcome]) -> None:
+        out.append(ev)
+        if ev.service == "tlsproxy":
+            return  # postscreen's STARTTLS session: no smtpd session to attach it to
+        entry = self._entry(ev, out)
+        entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
+
+    def _message(self, ev: MessageReceived, out: list[Outcome]) -> None:
+        entry = self._entry(ev, out)
+        if entry.tls is not None:
+            ev.tls = "yes"
+        elif entry.started:
+            ev.tls = "no"
+        else:
+            ev.tls = "unknown"
+        out.append(ev)
+
+    def _session_end(self, ev: SessionEnd, out: list[Outcome]) -> None:
+        key = (ev.host, ev.program, ev.pid)
+        entry = self._table.pop(key, None)
+        starttls = ev.counter("starttls")
+        modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
+        failure = entry.failure if entry is not None else None
+        if entry is not None and entry.tls is not None:
+            ev.starttls = "implicit" if modern and starttls is None else "used"
+            ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
+        elif starttls is not None:
+            ev.starttls = "used" if starttls[0] > 0 else "failed"
+        elif entry is None:
+            ev.starttls = "unknown"  # started before tlslogd was reading
+        elif failure is not None:
+            ev.starttls = "failed"  # e.g. a wrapper-mode (smtps) handshake failure
+        elif not modern:
+            ev.starttls = "unknown"  # Postfix 2.x logs no command counters
+        elif ev.counter("ehlo") is not None:
+            ev.starttls = "not_used"
+        else:
+            ev.starttls = "no_ehlo"
+        out.append(ev)
+        if failure is not None:
+            if failure.peer is None:
+                failure.peer = ev.peer
+            out.append(failure)
+        elif ev.starttls == "failed":
+            # STARTTLS failed but no SSL_accept line was logged (smtpd_tls_loglevel = 0)
+            out.append(
+                TlsFailure(
+                    ev.host,
+                    ev.program,
+                    ev.service,
+                    ev.pid,
+                    ev.ts,
+                    INBOUND,
+                    ev.peer,
+                    "handshake",
+                    "starttls=0 in the session's command counters",
+                    "counters",
+                )
+            )
+
+    # -- durable state ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The table as JSON-able data, for the checkpoint (see :meth:`restore`)."""
+        entries = []
+        for (host, program, pid), e in self._table.items():
+            f = e.failure
+            entries.append(
+                {
+                    "key": [host, program, pid],
+                    "last_ts": e.last_ts,
+                    "tls": None
+                    if e.tls is None
+                    else [e.tls.peer, e.tls.ts, e.tls.trust, e.tls.protocol, e.tls.cipher],
+                    "tls_qid": e.tls_qid,
+                    "offered": e.offered,
+                    "offered_ts": e.offered_ts,
+                    "offered_qid": e.offered_qid,
+                    "started": e.started,
+                    "failure": None
+                    if f is None
+                    else [
+                        f.host,
+                        f.program,
+                        f.service,
+                        f.pid,
+                        f.ts,
+                        f.direction,
+                        f.peer,
+                        f.reason,
+                        f.detail,
+                        f.source,
+                        f.queue_id,
+                    ],
+                }
+            )
+        return {
+            "stream_start": self.stream_start,
+            "next_sweep": self._next_sweep,
+            "entries": entries,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.stream_start = data.get("stream_start")
+        self._next_sweep = float(data.get("next_sweep") or 0.0)
+        self._table.clear()
+        for item in data.get("entries", []):
+            host, program, pid = item["key"]
+            tls = item.get("tls")
+            failure = item.get("failure")
+            self._table[(host, program, pid)] = Entry(
+                last_ts=float(item["last_ts"]),
+                tls=None if tls is None else TlsInfo(*tls),
+                tls_qid=item.get("tls_qid"),
+                offered=item.get("offered"),
+                offered_ts=item.get("offered_ts"),
+                offered_qid=item.get("offered_qid"),
+                failure=None if failure is None else TlsFailure(*failure),
+                started=bool(item.get("started")),
+            )

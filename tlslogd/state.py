@@ -1,0 +1,161 @@
+"""Durable state in SQLite (WAL): the log position, the session table, the durable totals and the
+peer table, all written in one transaction per checkpoint.
+
+After a restart -- SIGTERM or ``kill -9`` -- the daemon restores all of it and resumes reading
+right after the last checkpointed line, so no line is lost or counted twice in the durable
+totals. A state file that is corrupt or not tlslogd's is moved aside with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+APP_ID = "tlslogd"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    position TEXT NOT NULL,
+    sessions TEXT NOT NULL,
+    stats TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peers (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+
+class StateError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Saved:
+    """What the last checkpoint holds."""
+
+    saved_at: float
+    source: str
+    position: dict[str, Any]
+    sessions: dict[str, Any]
+    stats: dict[str, Any]
+    peers: list[dict[str, Any]]
+
+
+class StateStore:
+    def __init__(self, path: Path, logger: logging.Logger | None = None) -> None:
+        self.path = path
+        self.log = logger or logging.getLogger("tlslogd.state")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=2000")
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            self._check(db)
+            return db
+        except (sqlite3.DatabaseError, StateError) as exc:
+            aside = self.path.with_name(f"{self.path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+            self.log.error(
+                "state file %s is unusable (%s); moved it to %s and starting with empty state",
+                self.path,
+                exc,
+                aside,
+            )
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            db = self._connect()
+            self._check(db)
+            return db
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        ok = db.execute("PRAGMA quick_check").fetchone()
+        if not ok or ok[0] != "ok":
+            raise StateError(f"integrity check failed: {ok[0] if ok else 'no answer'}")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StateError("not a tlslogd state file (no meta table)")
+        db.executescript(_SCHEMA)
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if not meta:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("app", APP_ID),
+                    ("schema", str(SCHEMA_VERSION)),
+                    ("created", str(time.time())),
+                ],
+            )
+            db.execute("COMMIT")
+        elif meta.get("app") != APP_ID:
+            raise StateError(f"not a tlslogd state file (app={meta.get('app')!r})")
+        elif meta.get("schema") != str(SCHEMA_VERSION):
+            raise StateError(f"schema {meta.get('schema')} is not {SCHEMA_VERSION}")
+
+    @property
+    def created(self) -> float:
+        row = self._db.execute("SELECT value FROM meta WHERE key='created'").fetchone()
+        return float(row[0]) if row else time.time()
+
+    def load(self) -> Saved | None:
+        row = self._db.execute(
+            "SELECT saved_at, source, position, sessions, stats FROM checkpoint WHERE id=1"
+        ).fetchone()
+        if row is None:
+            return None
+        peers = [json.loads(r[0]) for r in self._db.execute("SELECT data FROM peers")]
+        return Saved(
+            float(row[0]), row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]), peers
+        )
+
+    def save(
+        self,
+        *,
+        source: str,
+        position: dict[str, Any],
+        sessions: dict[str, Any],
+        stats: dict[str, Any],
+        peers: Iterable[tuple[str, dict[str, Any]]],
+        removed_peers: Iterable[str],
+    ) -> float:
+        """One atomic checkpoint; returns its time."""
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoint"
+                " (id, saved_at, source, position, sessions, stats) VALUES (1, ?, ?, ?, ?, ?)",
+                (now, source, json.dumps(position), json.dumps(sessions), json.dumps(stats)),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO peers (key, data) VALUES (?, ?)",
+                ((key, json.dumps(data)) for key, data in peers),
+            )
+            db.executemany("DELETE FROM peers WHERE key=?", ((k,) for k in removed_peers))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return now
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,273 @@
+"""Aggregation: counters keyed by small tuples of label values, durable totals, the peer table.
+
+``Stats.add`` takes the correlator's outcomes. The counters are what ``/metrics`` shows (they
+start at zero in every process, as Prometheus expects); ``totals`` and the peer table are durable
+and are saved with every checkpoint. Every label value comes from log text that a remote peer
+can influence (a crafted cipher or host name), so each label keeps at most ``label_cap`` distinct
+values and folds the rest into ``other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tlslogd.events import (
+    INBOUND,
+    LEGACY_PROTOCOLS,
+    Delivery,
+    Event,
+    MessageReceived,
+    SessionEnd,
+    StarttlsOffered,
+    TlsEstablished,
+    TlsFailure,
+)
+from tlslogd.peers import PeerTable
+
+OTHER = "other"
+
+# Label names of each counter family, in key order (see metrics.METRICS).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "handshakes": (
+        "direction",
+        "service",
+        "program",
+        "trust",
+        "protocol",
+        "cipher",
+        "key_exchange",
+    ),
+    "failures": ("direction", "service", "program", "reason"),
+    "offered": ("service", "program"),
+    "deliveries": ("service", "program", "status", "tls", "scope"),
+    "offered_plaintext": ("service", "program", "status"),
+    "sessions": ("direction", "service", "program", "starttls"),
+    "received": ("service", "program", "tls"),
+}
+
+TOTALS = (
+    "lines",
+    "unrecognised_lines",
+    "events",
+    "tls_handshakes",
+    "tls_handshakes_inbound",
+    "tls_handshakes_outbound",
+    "legacy_protocol_handshakes",
+    "starttls_offered",
+    "deliveries",
+    "tls_deliveries",
+    "plaintext_deliveries",
+    "local_plaintext_deliveries",
+    "unknown_tls_deliveries",
+    "offered_plaintext_deliveries",
+    "tls_failures",
+    "sessions",
+    "tls_sessions",
+    "plaintext_sessions",
+    "messages_received",
+    "tls_messages_received",
+)
+
+_KEY_CACHE_MAX = 20_000
+
+
+class LabelCap:
+    """At most ``cap`` distinct values per label name; the rest become ``other``."""
+
+    def __init__(self, cap: int = 64) -> None:
+        self.cap = cap
+        self._seen: dict[str, set[str]] = {}
+        self.folded: dict[str, int] = {}
+
+    def __call__(self, label: str, value: str) -> str:
+        seen = self._seen.get(label)
+        if seen is None:
+            seen = self._seen[label] = set()
+        if value in seen:
+            return value
+        if len(seen) < self.cap:
+            seen.add(value)
+            return value
+        self.folded[label] = self.folded.get(label, 0) + 1
+        return OTHER
+
+
+class Stats:
+    """Everything tlslogd counts. Pure: no I/O, no clock; snapshots are plain data."""
+
+    def __init__(self, *, peers: PeerTable | None = None, label_cap: int = 64) -> None:
+        self.cap = LabelCap(label_cap)
+        self.counters: dict[str, dict[tuple[str, ...], int]] = {f: {} for f in FAMILIES}
+        self._keys: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {f: {} for f in FAMILIES}
+        self.lines = {"event": 0, "ignored": 0, "unrecognised": 0}
+        self.totals: dict[str, int] = dict.fromkeys(TOTALS, 0)
+        self.since: float | None = None  # when the durable totals started (wall clock)
+        self.last_event_ts: float | None = None
+        self.first_event_ts: float | None = None
+        # durable censuses: direction -> protocol -> handshakes, direction -> reason -> failures
+        self.protocols: dict[str, dict[str, int]] = {}
+        self.reasons: dict[str, dict[str, int]] = {}
+        self.peers = peers if peers is not None else PeerTable()
+        self._dispatch: dict[type[Event], Callable[[Any], None]] = {
+            TlsEstablished: self._handshake,
+            Delivery: self._delivery,
+            SessionEnd: self._session,
+            MessageReceived: self._received,
+            StarttlsOffered: self._offered,
+            TlsFailure: self._failure,
+        }
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def add_lines(self, total: int, events: int, unrecognised: int) -> None:
+        """Count a chunk's lines by what became of them."""
+        self.lines["event"] += events
+        self.lines["unrecognised"] += unrecognised
+        self.lines["ignored"] += total - events - unrecognised
+        self.totals["lines"] += total
+        self.totals["events"] += events
+        self.totals["unrecognised_lines"] += unrecognised
+
+    def add(self, outcome: Event) -> None:
+        ts = outcome.ts
+        if ts is not None and (self.last_event_ts is None or ts > self.last_event_ts):
+            self.last_event_ts = ts
+            if self.first_event_ts is None:
+                self.first_event_ts = ts
+        handler = self._dispatch.get(type(outcome))
+        if handler is not None:
+            handler(outcome)
+
+    def _count(self, family: str, raw: tuple[str, ...]) -> tuple[str, ...]:
+        keys = self._keys[family]
+        key = keys.get(raw)
+        if key is None:
+            cap = self.cap
+            key = tuple(
+                cap(label, value) for label, value in zip(FAMILIES[family], raw, strict=True)
+            )
+            if len(keys) < _KEY_CACHE_MAX:
+                keys[raw] = key
+        counter = self.counters[family]
+        counter[key] = counter.get(key, 0) + 1
+        return key
+
+    def _handshake(self, ev: TlsEstablished) -> None:
+        key = self._count(
+            "handshakes",
+            (
+                ev.direction,
+                ev.service,
+                ev.program,
+                ev.trust,
+                ev.protocol,
+                ev.cipher,
+                ev.key_exchange or "",
+            ),
+        )
+        totals = self.totals
+        totals["tls_handshakes"] += 1
+        totals[
+            "tls_handshakes_inbound" if ev.direction == INBOUND else "tls_handshakes_outbound"
+        ] += 1
+        census = self.protocols.setdefault(ev.direction, {})
+        census[key[4]] = census.get(key[4], 0) + 1  # the protocol, capped like the label
+        if ev.protocol in LEGACY_PROTOCOLS:
+            totals["legacy_protocol_handshakes"] += 1
+            peer = self.peers.touch(ev.peer, ev.ts)
+            if peer is not None:
+                peer.counts["legacy_protocol"] = peer.counts.get("legacy_protocol", 0) + 1
+                peer.protocols[ev.protocol] = peer.protocols.get(ev.protocol, 0) + 1
+                peer.last_protocol, peer.last_cipher = ev.protocol, ev.cipher
+
+    def _delivery(self, ev: Delivery) -> None:
+        status = ev.status
+        self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope))
+        totals = self.totals
+        totals["deliveries"] += 1
+        sent = status == "sent"
+        if sent:
+            if ev.tls == "yes":
+                totals["tls_deliveries"] += 1
+            elif ev.tls == "no":
+                totals[
+                    "plaintext_deliveries" if ev.scope == "remote" else "local_plaintext_deliveries"
+                ] += 1
+            else:
+                totals["unknown_tls_deliveries"] += 1
+        if ev.offered:
+            self._count("offered_plaintext", (ev.service, ev.program, status))
+            if sent:
+                totals["offered_plaintext_deliveries"] += 1
+        if ev.scope != "remote":
+            return
+        peer = self.peers.touch(ev.relay, ev.ts)
+        if peer is None:
+            return
+        peer.deliveries += 1
+        if ev.tls == "yes":
+            peer.tls_deliveries += 1
+            peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
+        elif ev.tls == "no" and sent:
+            peer.counts["plaintext_out"] = peer.counts.get("plaintext_out", 0) + 1
+
+    def _session(self, ev: SessionEnd) -> None:
+        starttls = ev.starttls or "unknown"
+        self._count("sessions", (INBOUND, ev.service, ev.program, starttls))
+        totals = self.totals
+        totals["sessions"] += 1
+        used = starttls in ("used", "implicit")
+        if used:
+            totals["tls_sessions"] += 1
+        elif starttls == "not_used":
+            totals["plaintext_sessions"] += 1
+        peer = self.peers.touch(ev.peer, ev.ts)
+        if peer is None:
+            return
+        peer.sessions += 1
+        if used:
+            peer.tls_sessions += 1
+            if ev.tls_protocol:
+                peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
+        elif starttls == "not_used":
+            peer.counts["inbound_no_starttls"] = peer.counts.get("inbound_no_starttls", 0) + 1
+
+    def _received(self, ev: MessageReceived) -> None:
+        self._count("received", (ev.service, ev.program, ev.tls))
+        self.totals["messages_received"] += 1
+        if ev.tls == "yes":
+            self.totals["tls_messages_received"] += 1
+
+    def _offered(self, ev: StarttlsOffered) -> None:
+        self._count("offered", (ev.service, ev.program))
+        self.totals["starttls_offered"] += 1
+        peer = self.peers.touch(ev.peer, ev.ts)
+        if peer is not None:
+            peer.counts["offered_not_used"] = peer.counts.get("offered_not_used", 0) + 1
+
+    def _failure(self, ev: TlsFailure) -> None:
+        self._count("failures", (ev.direction, ev.service, ev.program, ev.reason))
+        self.totals["tls_failures"] += 1
+        reasons = self.reasons.setdefault(ev.direction, {})
+        reasons[ev.reason] = reasons.get(ev.reason, 0) + 1
+        peer = self.peers.touch(ev.peer, ev.ts)
+        if peer is not None:
+            peer.counts["tls_failure"] = peer.counts.get("tls_failure", 0) + 1
+            peer.reasons[ev.reason] = peer.reasons.get(ev.reason, 0) + 1
+
+    # -- durable state ---------------------------------------------------------------------------
+
+    def durable(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "totals": dict(self.totals),
+            "last_event_ts": self.last_event_ts,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.since = data.get("since")
+        for key, value in data.get("totals", {}).items():
+            if key in self.totals:
+                self.totals[key] = int(value)
+        self.last_event_ts = data.get("last_event_ts")

@@ -1,0 +1,118 @@
+"""What the three questions' answers look like as data: adoption, censuses, failures, peers.
+
+Pure functions over :class:`~tlslogd.stats.Stats`, shared by ``tlslogd report``, the JSON API
+and the status page, so all three say the same thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from tlslogd.peers import CATEGORIES
+from tlslogd.stats import Stats
+
+CENSUS_LABELS = {"protocol": 4, "cipher": 5, "trust": 3, "key_exchange": 6}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def percent(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 2) if whole else None
+
+
+def adoption(stats: Stats) -> dict[str, Any]:
+    """TLS adoption from the process's counters (since start, or over a report's window)."""
+    sent: dict[str, int] = {"yes": 0, "no": 0, "unknown": 0}
+    local_sent = 0
+    deferred = bounced = 0
+    for (_, _, status, tls, scope), n in stats.counters["deliveries"].items():
+        if status == "sent":
+            if scope == "remote":
+                sent[tls] = sent.get(tls, 0) + n
+            else:
+                local_sent += n
+        elif status == "deferred":
+            deferred += n
+        elif status == "bounced":
+            bounced += n
+    sessions: dict[str, int] = {}
+    for (_, _, _, starttls), n in stats.counters["sessions"].items():
+        sessions[starttls] = sessions.get(starttls, 0) + n
+    received: dict[str, int] = {}
+    for (_, _, tls), n in stats.counters["received"].items():
+        received[tls] = received.get(tls, 0) + n
+    offered_plain = sum(
+        n for (_, _, status), n in stats.counters["offered_plaintext"].items() if status == "sent"
+    )
+    tls_sessions = sessions.get("used", 0) + sessions.get("implicit", 0)
+    decided_sessions = tls_sessions + sessions.get("not_used", 0) + sessions.get("failed", 0)
+    return {
+        "outbound": {
+            "sent_remote": sent,
+            "sent_local": local_sent,
+            "deferred": deferred,
+            "bounced": bounced,
+            "offered_plaintext_sent": offered_plain,
+            "tls_percent": percent(sent["yes"], sent["yes"] + sent["no"]),
+        },
+        "inbound": {
+            "sessions": sessions,
+            "tls_session_percent": percent(tls_sessions, decided_sessions),
+            "messages": received,
+            "tls_message_percent": percent(
+                received.get("yes", 0), received.get("yes", 0) + received.get("no", 0)
+            ),
+        },
+    }
+
+
+def census(stats: Stats, label: str) -> dict[str, dict[str, int]]:
+    """Handshakes by direction and one label (protocol, cipher, trust, key_exchange)."""
+    index = CENSUS_LABELS[label]
+    out: dict[str, dict[str, int]] = {"inbound": {}, "outbound": {}}
+    for key, n in stats.counters["handshakes"].items():
+        bucket = out.setdefault(key[0], {})
+        value = key[index] or "(not logged)"
+        bucket[value] = bucket.get(value, 0) + n
+    return {d: dict(sorted(c.items(), key=lambda kv: -kv[1])) for d, c in out.items()}
+
+
+def failures(stats: Stats) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {"inbound": {}, "outbound": {}}
+    for (direction, _, _, reason), n in stats.counters["failures"].items():
+        bucket = out.setdefault(direction, {})
+        bucket[reason] = bucket.get(reason, 0) + n
+    return out
+
+
+def by_program(stats: Stats) -> dict[str, dict[str, int]]:
+    """Inbound sessions per syslog tag (submission vs port 25) by STARTTLS use."""
+    out: dict[str, dict[str, int]] = {}
+    for (_, _, program, starttls), n in stats.counters["sessions"].items():
+        bucket = out.setdefault(program, {})
+        bucket[starttls] = bucket.get(starttls, 0) + n
+    return out
+
+
+def peers(stats: Stats, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
+    return {
+        category: [p.to_json() for p in stats.peers.query(category=category, limit=limit)]
+        for category in CATEGORIES
+    }
+
+
+def durable(stats: Stats) -> dict[str, Any]:
+    """The durable side: totals and censuses since the state was created."""
+    return {
+        "since": iso(stats.since),
+        "first_event": iso(stats.first_event_ts),
+        "last_event": iso(stats.last_event_ts),
+        "totals": dict(stats.totals),
+        "protocols": stats.protocols,
+        "failure_reasons": stats.reasons,
+    }
