@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,9 +66,15 @@ def test_sample_parses_to_its_expected_event(sample: Sample) -> None:
 HEADER_SHAPES = {
     "rfc3164 space-padded day": re.compile(r"^[A-Z][a-z]{2}  \d \d\d:\d\d:\d\d \S+ \S+\[\d+\]: "),
     "rfc3164 two-digit day": re.compile(r"^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d \S+ \S+\[\d+\]: "),
-    "rfc3339 with fraction": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\S* \S+ \S+\[\d+\]: "),
-    "iso 8601 without fraction": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-Z]\S* \S+ \S+\[\d+\]: "),
-    "severity column": re.compile(r"^\S+(?: +\S+)*? (?:\w+\.)?(?:info|warning|err|notice) \S+\[\d+\]: "),
+    "rfc3339 with fraction": re.compile(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\S* \S+ \S+\[\d+\]: "
+    ),
+    "iso 8601 without fraction": re.compile(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-Z]\S* \S+ \S+\[\d+\]: "
+    ),
+    "severity column": re.compile(
+        r"^\S+(?: +\S+)*? (?:\w+\.)?(?:info|warning|err|notice) \S+\[\d+\]: "
+    ),
     "rfc5424": _RFC5424,
     "no timestamp": re.compile(r"^[^ \[]+\[\d+\]: "),
 }

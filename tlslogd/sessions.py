@@ -415,10 +415,10 @@ class Correlator:
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
         elif starttls is not None:
             ev.starttls = "used" if starttls[0] > 0 else "failed"
-        elif entry is None:
-            ev.starttls = "unknown"  # started before tlslogd was reading
         elif failure is not None:
             ev.starttls = "failed"  # e.g. a wrapper-mode (smtps) handshake failure
+        elif entry is None or not entry.started:
+            ev.starttls = "unknown"  # the session began before tlslogd was reading
         elif not modern:
             ev.starttls = "unknown"  # Postfix 2.x logs no command counters
         elif ev.counter("ehlo") is not None:

@@ -1,0 +1,187 @@
+"""Correlation on real logs with known truth, and scenario goldens built from real line shapes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tests.conftest import LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME
+from tlslogd.events import Delivery, Event, MessageReceived, SessionEnd
+from tlslogd.parse import Parser
+from tlslogd.pipeline import Pipeline
+from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.stats import Stats
+
+
+def replay(text: str, *, local: tuple[str, ...] = ()) -> tuple[Pipeline, list[Event]]:
+    pipe = Pipeline(
+        Parser(reference_time=REFERENCE_TIME),
+        Correlator(is_local=LocalNetworks(local).is_local),
+        Stats(),
+    )
+    events: list[Event] = []
+    pipe.feed_text(text, events.append)
+    return pipe, events
+
+
+def deliveries(events: list[Event]) -> list[Delivery]:
+    return [e for e in events if isinstance(e, Delivery)]
+
+
+def relay_addr(d: Delivery) -> str:
+    return d.relay.split("[", 1)[1].split("]", 1)[0]
+
+
+def test_lab_log_every_next_hop_matches_its_known_truth() -> None:
+    _, events = replay(LAB_LOG.read_text())
+    sent = [d for d in deliveries(events) if d.status == "sent"]
+    by_hop: dict[str, set[str]] = {}
+    for d in sent:
+        by_hop.setdefault(relay_addr(d), set()).add(d.tls)
+    assert by_hop.pop("127.0.0.3") == {"no"}
+    assert by_hop.pop("127.0.0.4") == {"no"}
+    assert by_hop.pop("127.0.0.14") == {"no"}  # plaintext after a failed handshake
+    assert set(by_hop) >= {"127.0.0.2", "127.0.0.5", "127.0.0.8", "127.0.0.10", "::1"}
+    assert all(tls == {"yes"} for tls in by_hop.values()), by_hop
+    offered = {relay_addr(d) for d in sent if d.offered}
+    assert offered == {"127.0.0.4", "127.0.0.14"}
+
+
+def test_lab_log_counts_each_handshake_once_as_the_receiving_side_saw_it() -> None:
+    # tlsproxy repeats the smtp client's handshakes and "reused" is not a handshake: the sink
+    # logged exactly one "established from" per connection the main instance opened.
+    pipe, _ = replay(LAB_LOG.read_text())
+    sink = LAB_SINK_LOG.read_text()
+    sink_handshakes = sink.count("TLS connection established from")
+    assert pipe.stats.totals["tls_handshakes_outbound"] == sink_handshakes == 55
+
+
+def test_lab_log_reused_tls_connections_are_tls_deliveries() -> None:
+    _, events = replay(LAB_LOG.read_text())
+    reused = [d for d in deliveries(events) if d.conn_use]
+    assert len(reused) == 6
+    assert {d.tls for d in reused} == {"yes"}
+
+
+def test_lab_log_inbound_sessions_and_failures() -> None:
+    pipe, events = replay(LAB_LOG.read_text())
+    sessions = Counter((e.program, e.starttls) for e in events if isinstance(e, SessionEnd))
+    assert sessions[("postfix/smtps/smtpd", "implicit")] == 2
+    assert sessions[("postfix/smtpd", "failed")] == 4
+    assert sessions[("postfix/submission/smtpd", "not_used")] == 1
+    reasons = pipe.stats.reasons["inbound"]
+    # two TLSv1/TLSv1.1 clients refused, one hung up, one sent garbage: one failure each
+    assert reasons == {"protocol": 2, "lost_connection": 1, "handshake": 1}
+    messages = Counter(e.tls for e in events if isinstance(e, MessageReceived))
+    assert messages == {"yes": 46, "no": 3}
+
+
+def test_lab_log_plaintext_fallback_is_one_failure_then_an_offered_plaintext_delivery() -> None:
+    lines = [
+        line
+        for line in LAB_LOG.read_text().splitlines()
+        if "postfix/smtp[30077]" in line and "20:06:18" in line
+    ]
+    pipe, events = replay("\n".join(lines) + "\n")
+    assert pipe.stats.reasons["outbound"]["protocol"] == 1
+    fallback = [d for d in deliveries(events) if d.relay.startswith("127.0.0.14")]
+    assert [(d.status, d.tls, d.offered) for d in fallback] == [("sent", "no", True)]
+
+
+T0 = "Dec  1 10:00:00 mx"
+
+
+def log(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def test_a_handshake_covers_every_recipient_of_its_delivery_but_not_the_next_message() -> None:
+    text = log(
+        f"{T0} postfix/smtp[100]: Trusted TLS connection established to mx.example.com[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+        f"{T0} postfix/smtp[100]: 4F1A2B3C4D: to=<a@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 ok)",
+        f"{T0} postfix/smtp[100]: 4F1A2B3C4D: to=<b@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 ok)",
+        "Dec  1 10:00:05 mx postfix/smtp[100]: 5A1B2C3D4E: to=<c@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 ok)",
+    )
+    _, events = replay(
+        "Dec  1 09:59:00 mx postfix/master[1]: daemon started -- version 3.7.11, configuration /etc/postfix\n"
+        + text
+    )
+    assert [d.tls for d in deliveries(events)] == ["yes", "yes", "no"]
+    assert deliveries(events)[0].tls_protocol == "TLSv1.3"
+
+
+def test_a_stale_handshake_of_a_reused_pid_is_not_inherited() -> None:
+    text = log(
+        "Dec  1 09:00:00 mx postfix/master[1]: daemon started -- version 3.7.11, configuration /etc/postfix",
+        "Dec  1 10:00:00 mx postfix/smtp[100]: Trusted TLS connection established to mx.example.com[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+        # that process exits without delivering; twenty minutes later a new process gets pid 100
+        "Dec  1 10:20:00 mx postfix/smtp[100]: 6C1D2E3F4A: to=<d@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=0.3, delays=0.1/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)",
+    )
+    _, events = replay(text)
+    assert [d.tls for d in deliveries(events)] == ["no"]
+
+
+def test_reading_that_starts_mid_session_says_unknown_never_a_guess() -> None:
+    text = log(
+        # the handshake of this connection was logged before the first line we read
+        "Dec  1 10:00:00 mx postfix/smtp[100]: 4F1A2B3C4D: to=<a@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=3.2, delays=0.1/0/1.5/1.6, dsn=2.0.0, status=sent (250 ok)",
+        # a connection set up well after we started: no handshake line means plaintext
+        "Dec  1 10:05:00 mx postfix/smtp[101]: 5A1B2C3D4E: to=<b@example.net>, relay=mx.example.net[198.51.100.7]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 ok)",
+        "Dec  1 10:05:01 mx postfix/smtpd[200]: 6B1C2D3E4F: client=mail.example.org[203.0.113.5]",
+        "Dec  1 10:05:02 mx postfix/smtpd[200]: disconnect from mail.example.org[203.0.113.5] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+    )
+    _, events = replay(text)
+    assert [d.tls for d in deliveries(events)] == ["unknown", "no"]
+    received = [e for e in events if isinstance(e, MessageReceived)]
+    assert [m.tls for m in received] == ["unknown"]
+    ends = [e for e in events if isinstance(e, SessionEnd)]
+    assert [e.starttls for e in ends] == ["unknown"]
+
+
+def test_postfix_3_11_tls_field_decides() -> None:
+    start = "Dec  1 09:00:00 mx postfix/master[1]: daemon started -- version 3.11.0, configuration /etc/postfix"
+    rows = [
+        ("may", "yes"),
+        ("may:none", "no"),
+        ("none", "no"),
+        ("dane:halfdane", "yes"),
+        ("!encrypt", "no"),
+        ("may?", "unknown"),
+        ("verify/requiretls", "yes"),
+    ]
+    lines = [start]
+    for i, (feature, _) in enumerate(rows):
+        lines.append(
+            f"Dec  1 10:00:{i:02d} mx postfix/smtp[{300 + i}]: 4F1A2B3C{i:02d}: to=<x@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, tls={feature}, dsn=2.0.0, status=sent (250 ok)"
+        )
+    _, events = replay(log(*lines))
+    assert [d.tls for d in deliveries(events)] == [want for _, want in rows]
+
+
+def test_several_mx_hosts_the_last_handshake_is_the_one_that_delivered() -> None:
+    text = log(
+        "Dec  1 09:00:00 mx postfix/master[1]: daemon started -- version 3.7.11, configuration /etc/postfix",
+        "Dec  1 10:00:00 mx postfix/smtp[100]: SSL_connect error to mx1.example.com[192.0.2.25]:25: -1",
+        "Dec  1 10:00:00 mx postfix/smtp[100]: warning: TLS library problem: error:0A000410:SSL routines::sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:1584:SSL alert number 40:",
+        "Dec  1 10:00:00 mx postfix/smtp[100]: 4F1A2B3C4D: Cannot start TLS: handshake failure",
+        "Dec  1 10:00:01 mx postfix/smtp[100]: Untrusted TLS connection established to mx2.example.com[192.0.2.26]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
+        "Dec  1 10:00:02 mx postfix/smtp[100]: 4F1A2B3C4D: to=<a@example.com>, relay=mx2.example.com[192.0.2.26]:25, delay=2, delays=0.1/0/1.2/0.7, dsn=2.0.0, status=sent (250 ok)",
+    )
+    pipe, events = replay(text)
+    [d] = deliveries(events)
+    assert (d.tls, d.tls_protocol, d.tls_trust) == ("yes", "TLSv1.2", "untrusted")
+    assert pipe.stats.totals["tls_failures"] == 1
+
+
+def test_replaying_in_any_chunking_gives_the_same_numbers() -> None:
+    text = LAB_LOG.read_text()
+    whole, _ = replay(text)
+    lines = text.splitlines(keepends=True)
+    pipe = Pipeline(
+        Parser(reference_time=REFERENCE_TIME),
+        Correlator(is_local=LocalNetworks(()).is_local),
+        Stats(),
+    )
+    for i in range(0, len(lines), 7):
+        pipe.feed_text("".join(lines[i : i + 7]))
+    assert pipe.stats.totals == whole.stats.totals
+    assert pipe.stats.counters == whole.stats.counters
