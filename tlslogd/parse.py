@@ -433,6 +433,7 @@ class Parser:
         find = text.find
         handlers = self._handlers
         stamps = self.timestamps.cache
+        parse_stamp = self.timestamps.parse
         services = self._services
         for m in _MESSAGE.finditer(text):
             bracket = m.start()
@@ -444,10 +445,12 @@ class Parser:
             tag, _, pid = tagpid.partition("[")
             stamp, _, host = head.rpartition(" ")
             ts = stamps.get(stamp)
-            service = services.get(tag)
+            if ts is None and stamp:
+                ts = parse_stamp(stamp)
+            service = services.get(tag) or self._service(tag)
             handler = handlers.get(kind)  # type: ignore[arg-type]
             ev: Event | None
-            if ts is not None and service is not None and pid.isdigit() and host:
+            if ts is not None and pid.isdigit() and host:
                 if handler is None:
                     ev = self._unrecognised(text, start, find, (host, tag, service, int(pid), ts))
                 else:

@@ -96,6 +96,20 @@ def _is_address(text: str) -> bool:
     return True
 
 
+def _identify(peer: str) -> tuple[str, str | None, str | None]:
+    """(key, host, address) of a peer as logged; the key is the host name in lower case, or the
+    address when there is no name (``unknown[addr]``, IP-literal next hops)."""
+    host, addr, _ = split_peer(peer)
+    if host is not None and addr is None and _is_address(host):
+        host, addr = None, host  # "Host offered STARTTLS: [192.0.2.1]" (IP-literal next hop)
+    if host in (None, "unknown") or (addr is not None and host == addr):
+        host = None
+    if addr in ("unknown", None) or "/" in (addr or ""):
+        addr = None
+    host = host.lower() if host else None
+    return (host or addr or "")[:_MAX_KEY], host, addr
+
+
 class PeerTable:
     """Peers by key, least recently seen first; ``dirty`` holds keys changed since the last
     checkpoint and ``removed`` keys evicted since then."""
@@ -107,6 +121,7 @@ class PeerTable:
         self.evictions = 0
         self.dirty: set[str] = set()
         self.removed: set[str] = set()
+        self._idents: dict[str, tuple[str, str | None, str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -120,20 +135,21 @@ class PeerTable:
     def touch(self, peer: str | None, ts: float | None) -> PeerEntry | None:
         """The entry for a peer as logged (``host[addr]:port``, ``[addr]:port`` or a bare host
         name), created if needed and marked as just seen."""
-        host, addr, _ = split_peer(peer)
-        if host is not None and addr is None and _is_address(host):
-            host, addr = None, host  # "Host offered STARTTLS: [192.0.2.1]" (IP-literal next hop)
-        if host in (None, "unknown") or (addr is not None and host == addr):
-            host = None
-        if addr in ("unknown", None) or "/" in (addr or ""):
-            addr = None
-        key = (host or addr or "").lower()[:_MAX_KEY]
+        if peer is None:
+            return None
+        ident = self._idents.get(peer)
+        if ident is None:
+            ident = _identify(peer)
+            if len(self._idents) > 8192:
+                self._idents.clear()
+            self._idents[peer] = ident
+        key, host, addr = ident
         if not key:
             return None
         now = ts if ts is not None else 0.0
         entry = self._peers.get(key)
         if entry is None:
-            entry = PeerEntry(key, host.lower() if host else None, self._domain(host), now, now)
+            entry = PeerEntry(key, host, self._domain(host), now, now)
             self._peers[key] = entry
             self.removed.discard(key)
             if len(self._peers) > self.max_peers:

@@ -44,8 +44,7 @@ class Pipeline:
             lines += 1
         events = unrecognised = 0
         feed = self.correlator.feed
-        add = self.stats.add
-        since, until = self.since, self.until
+        emit = self.stats.add if self.since is None and self.until is None else self._in_window
         for ev in self.parser.scan(text, with_lines=sink is not None):
             if type(ev) is Unrecognised:
                 unrecognised += 1
@@ -55,14 +54,17 @@ class Pipeline:
                     sink(ev)
                 continue
             events += 1
-            for outcome in feed(ev):
-                ts = outcome.ts
-                if ts is not None and (
-                    (since is not None and ts < since) or (until is not None and ts >= until)
-                ):
-                    continue
-                add(outcome)
+            feed(ev, emit)
             if sink is not None:
                 sink(ev)
         self.stats.add_lines(lines, events, unrecognised)
         return lines
+
+    def _in_window(self, outcome: Event) -> None:
+        ts = outcome.ts
+        if ts is not None and (
+            (self.since is not None and ts < self.since)
+            or (self.until is not None and ts >= self.until)
+        ):
+            return
+        self.stats.add(outcome)

@@ -48,6 +48,7 @@ from tlslogd.events import (
 )
 
 Outcome = Event
+Emit = Callable[[Outcome], None]
 Key = tuple[str | None, str, int | None]
 
 # How specific a failure reason is: a later line may refine a generic reason, never the reverse.
@@ -166,44 +167,44 @@ class Correlator:
         self.stream_start: float | None = None
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
+        self._scopes: dict[str, str] = {}
+        self._handlers: dict[type[Event], Callable[[Any, Emit], None]] = {
+            Delivery: self._delivery,
+            TlsEstablished: self._tls,
+            SessionStart: self._session_start,
+            SessionEnd: self._session_end,
+            MessageReceived: self._message,
+            StarttlsOffered: self._offered,
+            TlsFailure: self._failure,
+            PostfixStarted: self._postfix_started,
+        }
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def feed(self, ev: Event) -> tuple[Outcome, ...]:
-        """Outcomes of one event, in order. Annotates deliveries, sessions and messages in
-        place, so the event itself is complete afterwards (``tlslogd parse`` prints it)."""
+    def feed(self, ev: Event, emit: Emit) -> None:
+        """Pass one event; ``emit`` gets its outcomes, in order. Deliveries, sessions and
+        messages are annotated in place, so the event itself is complete afterwards (``tlslogd
+        parse`` prints it)."""
         ts = ev.ts
-        out: list[Outcome] = []
         if ts is not None:
             if self.stream_start is None:
                 self.stream_start = ts
             if ts >= self._next_sweep:
-                self._sweep(ts, out)
-        if isinstance(ev, Delivery):
-            self._delivery(ev, out)
-        elif isinstance(ev, TlsEstablished):
-            if ev.direction == OUTBOUND:
-                self._outbound_tls(ev, out)
-            else:
-                self._inbound_tls(ev, out)
-        elif isinstance(ev, SessionStart):
-            self._session_start(ev, out)
-        elif isinstance(ev, SessionEnd):
-            self._session_end(ev, out)
-        elif isinstance(ev, MessageReceived):
-            self._message(ev, out)
-        elif isinstance(ev, StarttlsOffered):
-            self._offered(ev, out)
-        elif isinstance(ev, TlsFailure):
-            self._failure(ev, out)
-        elif isinstance(ev, PostfixStarted):
-            self._postfix_started(ev, out)
-        return tuple(out)
+                self._sweep(ts, emit)
+        handler = self._handlers.get(type(ev))
+        if handler is not None:
+            handler(ev, emit)
+
+    def _tls(self, ev: TlsEstablished, emit: Emit) -> None:
+        if ev.direction == OUTBOUND:
+            self._outbound_tls(ev, emit)
+        else:
+            self._inbound_tls(ev, emit)
 
     # -- table -----------------------------------------------------------------------------------
 
-    def _entry(self, ev: Event, out: list[Outcome]) -> Entry:
+    def _entry(self, ev: Event, emit: Emit) -> Entry:
         key = (ev.host, ev.program, ev.pid)
         entry = self._table.get(key)
         ts = ev.ts if ev.ts is not None else 0.0
@@ -214,13 +215,13 @@ class Correlator:
                 _, old = self._table.popitem(last=False)
                 self.evictions["capacity"] += 1
                 if old.failure is not None:
-                    out.append(old.failure)
+                    emit(old.failure)
         else:
             entry.last_ts = ts
             self._table.move_to_end(key)
         return entry
 
-    def _sweep(self, now: float, out: list[Outcome]) -> None:
+    def _sweep(self, now: float, emit: Emit) -> None:
         self._next_sweep = now + _SWEEP_EVERY
         limit = now - self.ttl
         table = self._table
@@ -231,7 +232,7 @@ class Correlator:
             del table[key]
             self.evictions["expired"] += 1
             if entry.failure is not None:
-                out.append(entry.failure)
+                emit(entry.failure)
 
     def _window_start(self, ev: Delivery) -> float | None:
         """Earliest log time at which this delivery's connection could have been set up."""
@@ -240,7 +241,7 @@ class Correlator:
             return None
         return ev.ts - setup * 1.1 - _SLACK
 
-    def _postfix_started(self, ev: PostfixStarted, out: list[Outcome]) -> None:
+    def _postfix_started(self, ev: PostfixStarted, emit: Emit) -> None:
         """A Postfix instance (re)started: its old processes are gone, and every line of the new
         ones comes after this one, so from here on the absence of a handshake is evidence."""
         instance = ev.program.rsplit("/", 1)[0]
@@ -250,46 +251,52 @@ class Correlator:
             entry = self._table.pop(key)
             self.evictions["replaced"] += 1
             if entry.failure is not None:
-                out.append(entry.failure)
+                emit(entry.failure)
         self.stream_start = 0.0
 
     # -- outbound (smtp, lmtp) -------------------------------------------------------------------
 
-    def _outbound_tls(self, ev: TlsEstablished, out: list[Outcome]) -> None:
+    def _outbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         if ev.service == "tlsproxy":
             return  # the smtp process that asked for this connection logs it again
-        entry = self._entry(ev, out)
+        entry = self._entry(ev, emit)
         pending = entry.failure
         if pending is not None and not (
             pending.reason == "certificate" and pending.peer == ev.peer
         ):
-            out.append(pending)  # an earlier attempt failed; this is a new connection
+            emit(pending)  # an earlier attempt failed; this is a new connection
             entry.failure = None
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
         entry.tls_qid = None
         entry.offered = None
         if not ev.reused:
-            out.append(ev)
+            emit(ev)
 
-    def _offered(self, ev: StarttlsOffered, out: list[Outcome]) -> None:
-        entry = self._entry(ev, out)
+    def _offered(self, ev: StarttlsOffered, emit: Emit) -> None:
+        entry = self._entry(ev, emit)
         if entry.failure is not None and entry.failure.reason != "certificate":
-            out.append(entry.failure)  # e.g. a handshake failure, then a plaintext retry
+            emit(entry.failure)  # e.g. a handshake failure, then a plaintext retry
         entry.failure = None
         entry.tls = None
         entry.offered = ev.peer
         entry.offered_ts = ev.ts
         entry.offered_qid = None
-        out.append(ev)
+        emit(ev)
 
-    def _delivery(self, ev: Delivery, out: list[Outcome]) -> None:
+    def _delivery(self, ev: Delivery, emit: Emit) -> None:
         if "[" not in ev.relay:
             # relay=none (no connection was made), or a local agent (relay=local, virtual, a
             # pipe transport): no connection that could have used TLS, nothing to count
             ev.tls = "no"
             return
-        ev.scope = "local" if self._is_local(split_peer(ev.relay)[1]) else "remote"
-        entry = self._entry(ev, out)
+        scope = self._scopes.get(ev.relay)
+        if scope is None:
+            scope = "local" if self._is_local(split_peer(ev.relay)[1]) else "remote"
+            if len(self._scopes) > 4096:
+                self._scopes.clear()
+            self._scopes[ev.relay] = scope
+        ev.scope = scope
+        entry = self._entry(ev, emit)
         qid = ev.queue_id
         window = self._window_start(ev)
         tls = entry.tls
@@ -326,7 +333,7 @@ class Correlator:
                 ev.tls = decided
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
-        out.append(ev)
+        emit(ev)
         pending = entry.failure
         if ev.reason is not None:
             failure = TlsFailure(
@@ -345,30 +352,30 @@ class Correlator:
             if pending is not None and (pending.queue_id in (None, qid)):
                 failure = merge_failure(pending, failure)
             elif pending is not None:
-                out.append(pending)
+                emit(pending)
             entry.failure = None
-            out.append(failure)
+            emit(failure)
         elif pending is not None:
             entry.failure = None
             if pending.reason != "certificate":
-                out.append(pending)  # the handshake failed and the mail went in plaintext
+                emit(pending)  # the handshake failed and the mail went in plaintext
 
-    def _failure(self, ev: TlsFailure, out: list[Outcome]) -> None:
+    def _failure(self, ev: TlsFailure, emit: Emit) -> None:
         if ev.service == "tlsproxy":
             if ev.source == "tlsproxy" and ev.direction == INBOUND:
-                out.append(ev)  # postscreen's STARTTLS: nobody else logs this session
+                emit(ev)  # postscreen's STARTTLS: nobody else logs this session
             return  # outbound: the smtp client logs the failure of its delivery itself
-        entry = self._entry(ev, out)
+        entry = self._entry(ev, emit)
         pending = entry.failure
         if ev.source == "reason":  # "QUEUEID: Cannot start TLS: ..." before trying another MX
-            out.append(merge_failure(pending, ev) if pending is not None else ev)
+            emit(merge_failure(pending, ev) if pending is not None else ev)
             entry.failure = None
             entry.tls = None
             return
         if pending is None:
             entry.failure = ev
         elif ev.source == "ssl_error" and pending.source in ("ssl_error", "reason"):
-            out.append(pending)  # a new attempt in the same process
+            emit(pending)  # a new attempt in the same process
             entry.failure = ev
         else:
             entry.failure = merge_failure(pending, ev)
@@ -377,34 +384,34 @@ class Correlator:
 
     # -- inbound (smtpd) -------------------------------------------------------------------------
 
-    def _session_start(self, ev: SessionStart, out: list[Outcome]) -> None:
+    def _session_start(self, ev: SessionStart, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
         old = self._table.pop(key, None)
         if old is not None:
             self.evictions["replaced"] += 1
             if old.failure is not None:
-                out.append(old.failure)
-        entry = self._entry(ev, out)
+                emit(old.failure)
+        entry = self._entry(ev, emit)
         entry.started = True
 
-    def _inbound_tls(self, ev: TlsEstablished, out: list[Outcome]) -> None:
-        out.append(ev)
+    def _inbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
+        emit(ev)
         if ev.service == "tlsproxy":
             return  # postscreen's STARTTLS session: no smtpd session to attach it to
-        entry = self._entry(ev, out)
+        entry = self._entry(ev, emit)
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
-    def _message(self, ev: MessageReceived, out: list[Outcome]) -> None:
-        entry = self._entry(ev, out)
+    def _message(self, ev: MessageReceived, emit: Emit) -> None:
+        entry = self._entry(ev, emit)
         if entry.tls is not None:
             ev.tls = "yes"
         elif entry.started:
             ev.tls = "no"
         else:
             ev.tls = "unknown"
-        out.append(ev)
+        emit(ev)
 
-    def _session_end(self, ev: SessionEnd, out: list[Outcome]) -> None:
+    def _session_end(self, ev: SessionEnd, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
         entry = self._table.pop(key, None)
         starttls = ev.counter("starttls")
@@ -425,14 +432,14 @@ class Correlator:
             ev.starttls = "not_used"
         else:
             ev.starttls = "no_ehlo"
-        out.append(ev)
+        emit(ev)
         if failure is not None:
             if failure.peer is None:
                 failure.peer = ev.peer
-            out.append(failure)
+            emit(failure)
         elif ev.starttls == "failed":
             # STARTTLS failed but no SSL_accept line was logged (smtpd_tls_loglevel = 0)
-            out.append(
+            emit(
                 TlsFailure(
                     ev.host,
                     ev.program,

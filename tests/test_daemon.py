@@ -1,0 +1,321 @@
+"""``tlslogd run`` as a user runs it: a subprocess on 127.0.0.1, a real log file, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LAB_LOG
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, log: Path, state: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log = log
+        self.state = state
+        self.extra = extra
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Daemon:
+        args = [
+            sys.executable,
+            "-m",
+            "tlslogd",
+            "run",
+            "--log",
+            str(self.log),
+            "--state-dir",
+            str(self.state),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--local-networks",
+            "",
+            *self.extra,
+        ]
+        env = {**os.environ, "TLSLOGD_POLL_INTERVAL": "0.2", "TLSLOGD_CHECKPOINT_INTERVAL": "0.2"}
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                self.get("/healthz")
+                return self
+            except (urllib.error.HTTPError, ConnectionError, OSError):
+                time.sleep(0.05)
+        raise AssertionError("daemon did not start: " + self.output())
+
+    def output(self) -> str:
+        if self.proc is None or self.proc.stdout is None:
+            return ""
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stdout.read()
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 and path == "/healthz":
+                return exc.code, exc.read().decode()
+            raise
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.get(path)[1])
+
+    def totals(self) -> dict[str, int]:
+        return dict(self.json("/api/v1/summary")["totals"])
+
+    def wait_lines(self, n: int, timeout: float = 15) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            totals = self.totals()
+            if totals["lines"] >= n:
+                return totals
+            time.sleep(0.05)
+        raise AssertionError(f"read {self.totals()['lines']} lines, expected {n}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def run_daemon(daemons: list[Daemon], log: Path, state: Path, *extra: str) -> Daemon:
+    d = Daemon(log, state, *extra)
+    daemons.append(d)
+    return d.start()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of a metric whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+LAB_LINES = LAB_LOG.read_text().splitlines(keepends=True)
+
+
+def test_reads_the_log_from_the_start_and_serves_metrics_and_api(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES))
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start")
+    totals = d.wait_lines(len(LAB_LINES))
+    assert totals["plaintext_deliveries"] == 7
+    assert totals["offered_plaintext_deliveries"] == 3
+    assert totals["tls_handshakes_outbound"] == 55
+    _, text = d.get("/metrics")
+    assert metric(text, "tlslogd_deliveries_total", status="sent", tls="no", scope="remote") == 7
+    assert metric(text, "tlslogd_starttls_offered_total") == 3
+    assert metric(text, "tlslogd_tls_handshakes_total", program="postfix/smtps/smtpd") == 2
+    assert metric(text, "tlslogd_log_lines_total") == len(LAB_LINES)
+    assert metric(text, "tlslogd_source_up") == 1
+    peers = d.json("/api/v1/peers?category=plaintext_out")
+    assert [p["peer"] for p in peers["peers"]] == ["127.0.0.3", "127.0.0.4", "127.0.0.14"]
+    status, page = d.get("/")
+    assert status == 200 and "Outbound deliveries over TLS" in page
+    assert d.stop() == 0
+
+
+def test_without_from_start_it_begins_at_the_end_and_follows_appends(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:100]))
+    d = run_daemon(daemons, log, tmp_path / "state")
+    assert d.totals()["lines"] == 0
+    with log.open("a") as f:
+        f.write("".join(LAB_LINES[100:150]))
+        f.write(LAB_LINES[150][:20])  # half a line: waits for its newline
+        f.flush()
+        d.wait_lines(50)
+        f.write(LAB_LINES[150][20:])
+    assert d.wait_lines(51)["lines"] == 51
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_restart_resumes_exactly_no_line_lost_or_counted_twice(
+    tmp_path: Path, daemons: list[Daemon], sig: int
+) -> None:
+    log = tmp_path / "mail.log"
+    state = tmp_path / "state"
+    log.write_text("".join(LAB_LINES[:300]))
+    d = run_daemon(daemons, log, state, "--from-start")
+    d.wait_lines(300)
+    time.sleep(0.6)  # a checkpoint interval or two
+    started = time.monotonic()
+    code = d.stop(sig)
+    if sig == signal.SIGTERM:
+        assert code == 0
+        assert time.monotonic() - started < 1.5
+    with log.open("a") as f:
+        f.write("".join(LAB_LINES[300:]))  # written while tlslogd is down
+    d2 = run_daemon(daemons, log, state, "--from-start")
+    totals = d2.wait_lines(len(LAB_LINES))
+    time.sleep(0.3)
+    totals = d2.totals()
+    assert totals["lines"] == len(LAB_LINES)
+    reference = tmp_path / "reference"
+    whole = tmp_path / "whole.log"
+    whole.write_text("".join(LAB_LINES))
+    d3 = run_daemon(daemons, whole, reference, "--from-start")
+    assert d3.wait_lines(len(LAB_LINES)) == totals
+
+
+def test_rename_rotation_while_running_loses_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:200]))
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start")
+    d.wait_lines(200)
+    log.rename(tmp_path / "mail.log.1")
+    with (tmp_path / "mail.log.1").open("a") as f:
+        f.write("".join(LAB_LINES[200:220]))  # the syslog daemon has not reopened yet
+    log.write_text("".join(LAB_LINES[220:]))
+    d.wait_lines(len(LAB_LINES))
+    _, text = d.get("/metrics")
+    assert metric(text, "tlslogd_log_rotations_total", kind="rename") == 1
+    assert d.totals()["plaintext_deliveries"] == 7
+
+
+def test_missing_log_is_unhealthy_until_it_appears(tmp_path: Path, daemons: list[Daemon]) -> None:
+    log = tmp_path / "mail.log"
+    d = run_daemon(daemons, log, tmp_path / "state")
+    status, body = d.get("/healthz")
+    assert status == 503
+    assert "mail.log" in json.loads(body)["reason"]
+    log.write_text("".join(LAB_LINES[:10]))
+    deadline = time.monotonic() + 10
+    while d.get("/healthz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.get("/healthz")[0] == 200
+    assert d.wait_lines(10)["lines"] == 10
+
+
+def test_a_corrupt_state_file_is_moved_aside_not_a_crash_loop(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.db").write_bytes(b"this is not a database" * 100)
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:50]))
+    d = run_daemon(daemons, log, state, "--from-start")
+    assert d.wait_lines(50)["lines"] == 50
+    assert [p.name for p in state.iterdir() if ".bad-" in p.name]
+    assert d.stop() == 0
+    assert "unusable" in d.output()
+
+
+def test_a_state_file_of_another_program_is_moved_aside(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "state.db")
+    db.execute("CREATE TABLE something (x)")
+    db.commit()
+    db.close()
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:5]))
+    d = run_daemon(daemons, log, state, "--from-start")
+    assert d.wait_lines(5)["lines"] == 5
+
+
+def test_bad_configuration_stops_with_one_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "tlslogd.toml"
+    config.write_text('listen = "127.0.0.1"\nlabel_cap = 0\ncolour = "blue"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    message = result.stderr
+    assert "listen = '127.0.0.1'" in message and "HOST:PORT" in message
+    assert "label_cap = 0" in message
+    assert "unknown key 'colour'" in message
+    env = {**os.environ, "TLSLOGD_POLL_INTERVAL": "-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "check-config", "--config", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "tlslogd.toml"
+    config.write_text('log = "/var/log/maillog"\nlisten = "127.0.0.1:9999"\n')
+    env = {**os.environ, "TLSLOGD_LISTEN": "[::1]:10155"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    lines = result.stdout.splitlines()
+    assert 'log = "/var/log/maillog"' in lines  # from the file
+    assert 'listen = "[::1]:10155"' in lines  # the environment beats the file
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tlslogd",
+            "check-config",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:10156",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert 'listen = "127.0.0.1:10156"' in result.stdout.splitlines()  # flags beat everything
