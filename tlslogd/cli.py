@@ -163,8 +163,16 @@ def _run(args: argparse.Namespace) -> int:
             report = audit.audit_config_dir(directory)
             return [(r.check, r.status) for r in report.results]
 
+    from tlslogd.webconfig import WebConfigError, load_web_config
+
+    web = None
+    if settings.web_config is not None:
+        try:
+            web = load_web_config(settings.web_config)
+        except WebConfigError as exc:
+            raise ConfigError(str(exc)) from exc
     notifier = SystemdNotifier.from_environ(os.environ)
-    return asyncio.run(Daemon(settings, notifier=notifier, audit=auditor).run())
+    return asyncio.run(Daemon(settings, notifier=notifier, audit=auditor, web=web).run())
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from tlslogd.state import StateStore
 from tlslogd.stats import Stats
 from tlslogd.statuspage import render_status
 from tlslogd.web import App
+from tlslogd.webconfig import WebConfig, uvicorn_config
 
 log = logging.getLogger("tlslogd")
 
@@ -57,8 +58,10 @@ class Daemon:
         source_factory: Callable[[str, dict[str, Any] | None], Source] | None = None,
         notifier: SystemdNotifier | None = None,
         audit: Callable[[], list[tuple[str, str]]] | None = None,
+        web: WebConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.web = web
         self.top_peers = settings.top_peers
         self.notifier = notifier or SystemdNotifier(None)
         self._audit = audit
@@ -285,21 +288,16 @@ class Daemon:
         return 0
 
     def _uvicorn_config(self, host: str, port: int) -> uvicorn.Config:
-        app: Any = self.app
-        kwargs: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "lifespan": "off",
-            "access_log": False,
-            "log_level": "warning",
-            "timeout_graceful_shutdown": 1,
-        }
-        if self.settings.web_config is None:
-            return uvicorn.Config(app, **kwargs)
-        from tlslogd.webconfig import load_web_config, uvicorn_config
-
-        web = load_web_config(self.settings.web_config)
-        return uvicorn_config(app, host, port, web, **kwargs)
+        return uvicorn_config(
+            self.app,
+            host,
+            port,
+            self.web,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
 
     async def _consume(self) -> None:
         feed = self.pipeline.feed
