@@ -2,7 +2,7 @@
 
 Validated by pydantic-settings; an invalid value stops start-up with one message naming the key,
 where it came from, the value and what was expected. ``tlslogd check-config`` prints the
-effective configuration. ``tlslogd.example.toml`` (shipped next to this module) documents every
+effective configuration. ``data/tlslogd.example.toml`` (shipped in the package) documents every
 key.
 """
 

@@ -1,0 +1,59 @@
+"""Configuration: precedence, validation messages, and the shipped example."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tlslogd.config import ConfigError, Settings, load_settings, split_listen
+
+EXAMPLE = Path(__file__).parent.parent / "tlslogd" / "data" / "tlslogd.example.toml"
+
+
+def test_the_example_documents_every_key_and_loads_to_the_defaults() -> None:
+    text = EXAMPLE.read_text()
+    for key in Settings.model_fields:
+        assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{key} is not documented"
+    assert load_settings(EXAMPLE, {}).model_dump() == Settings().model_dump()
+    assert set(tomllib.loads(text)) <= set(Settings.model_fields)
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('listen = "127.0.0.1:1"\nlabel_cap = 7\ntop_peers = 3\n')
+    monkeypatch.setenv("TLSLOGD_LABEL_CAP", "9")
+    monkeypatch.setenv("TLSLOGD_TOP_PEERS", "5")
+    s = load_settings(config, {"top_peers": 11, "listen": None})
+    assert (s.listen, s.label_cap, s.top_peers) == ("127.0.0.1:1", 9, 11)
+
+
+def test_invalid_values_name_key_source_value_and_expectation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TLSLOGD_LOCAL_NETWORKS", '["10.0.0.0/33"]')
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {"listen": "localhost"})
+    message = str(err.value)
+    assert "listen = 'localhost' (from --listen)" in message and "HOST:PORT" in message
+    assert "local_networks" in message and "TLSLOGD_LOCAL_NETWORKS" in message
+    assert "10.0.0.0/33" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("127.0.0.1:10154", ("127.0.0.1", 10154)),
+        ("[::1]:80", ("::1", 80)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),
+    ],
+)
+def test_listen_addresses(text: str, want: tuple[str, int]) -> None:
+    assert split_listen(text) == want
+
+
+@pytest.mark.parametrize("text", ["::1:80", "host", "127.0.0.1:0", "127.0.0.1:99999", ":80"])
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(ValueError):
+        split_listen(text)
