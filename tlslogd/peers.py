@@ -116,7 +116,7 @@ class PeerTable:
 
     def __init__(self, max_peers: int = 10_000, psl: PublicSuffixList | None = None) -> None:
         self.max_peers = max_peers
-        self._psl = psl or PublicSuffixList()
+        self._psl = psl  # loaded on first use: reading the list takes a moment
         self._peers: OrderedDict[str, PeerEntry] = OrderedDict()
         self.evictions = 0
         self.dirty: set[str] = set()
@@ -171,6 +171,8 @@ class PeerTable:
     def _domain(self, host: str | None) -> str | None:
         if not host or _is_address(host) or "." not in host:
             return None
+        if self._psl is None:
+            self._psl = PublicSuffixList()
         try:
             return self._psl.privatesuffix(host.lower()) or host.lower()
         except (ValueError, UnicodeError):
