@@ -272,11 +272,11 @@ class Daemon:
         self.notifier.stopping()
         for task in (reading, ticking):
             task.cancel()
-        self.source.close()
         for task in (reading, ticking):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.checkpoint()
+        self.checkpoint()  # before closing the source, which forgets its position
+        self.source.close()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await serving
