@@ -20,6 +20,7 @@ so it is counted and can be sample-logged; nothing raises.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 import time
@@ -60,7 +61,7 @@ _ALTERNATIVES = rf"""
 (?P<qid>{_QID}+):\ (?:
   to=<(?P<dlv_to>[^>\n]*)>,(?:\ orig_to=<[^>\n]*>,)?
   \ relay=(?P<dlv_relay>[^\s,]+)
-  (?:,\ conn_use=(?P<dlv_cu>\d+))?
+  (?:,\ ?conn_use=(?P<dlv_cu>\d+))?
   (?:,\ delay=(?P<dlv_delay>[\d.]+))?
   (?:,\ delays=(?P<dlv_delays>[\d./]+))?
   (?:,\ tls=(?P<dlv_tls>[^\s,]+))?
@@ -98,6 +99,8 @@ _ALTERNATIVES = rf"""
   \ peer=(?P<hsf_peer>\S+)(?P<hsf>)
 |(?:server\ |client\ |CA\ )?certificate\ verification\ failed\ for\ (?P<cv_peer>\S+)
   :\ (?P<cv_text>[^\n]*)(?P<cv>)
+|message\ repeated\ (?P<rep_n>\d+)\ times:\ \[\ ?(?P<rep>)
+|(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs)[^\n]*)(?P<eng>)
 |warning:\ (?:
   Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
  |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)
@@ -108,27 +111,42 @@ _ALTERNATIVES = rf"""
 _MESSAGE: Final = re.compile(r"\]:\ (?:" + _ALTERNATIVES + ")", re.X)
 _BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
 
-_LEVEL = r"(?:emerg|alert|crit|err|error|warn|warning|notice|info|debug)"
+_LEVEL = r"(?i:emerg|alert|crit|err|error|warn|warning|notice|info|debug)"
 _SEVERITY = rf"(?:[a-z0-9]+\.)?{_LEVEL}"
+
+# Every header shape seen in real maillogs, from the line start to the tag's ``[pid``:
+#   Nov  5 09:03:07 mx postfix/smtpd[1234          classic syslog (RFC 3164), and "Nov 05",
+#   2025-01-05T09:03:07.118402+01:00 mx postfix/.. RFC 3339 (rsyslog), ISO 8601 (journalctl),
+#   ... mx mail.info postfix/..., ... INFO    postfix/..   a facility.severity or severity column,
+#   <22>Nov  5 ...                                  a syslog priority left in the file,
+#   mail_1  | Nov  5 ...                            docker compose's service prefix,
+#   2024-07-03T17:18:06.602684852Z Jul 03 ...      docker logs --timestamps before the stamp,
+#   postfix/smtpd[1234                              the tag alone (no timestamp, no host),
+# and a month name in another language (the timestamp is then not read).
 _HEADER: Final = re.compile(
     rf"""
+    (?:[^\s|]+\s+\|\s+)?
+    (?:(?P<dock>\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+(?=\S+\s+[ 0-3]?\d\s))?
     (?:<\d{{1,3}}>)?
     (?:
-      (?:(?P<bsd>[A-Z][a-z]{{2}}\ [ 0-3]?\d\ \d\d:\d\d:\d\d)(?:\.\d+)?
+      (?:(?P<bsd>[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d)(?:\.\d+)?
         |(?P<iso>\d{{4}}-\d\d-\d\d[T\ ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d(?::?\d\d)?)?)
-      )\ +
+        |[^\W\d_]{{3,5}}\.?\s+[0-3]?\d\s+\d\d:\d\d:\d\d
+      )\s+
     )?
-    (?:[a-z0-9]+\.{_LEVEL}\ )?
-    (?:(?P<host>[^\s\[\]]+)\ )??
-    (?:{_SEVERITY}\ |<{_SEVERITY}>\ )?
+    (?:[a-z0-9]+\.{_LEVEL}\s+)?
+    (?:(?P<host>[^\s\[\]|]+)\s+)??
+    (?:{_SEVERITY}\s+|<{_SEVERITY}>\s+)?
     (?P<tag>[^\s\[\]]+)\[(?P<pid>\d+)
     """,
     re.X,
 )
 
-# RFC 5424: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG
+# RFC 5424: [<PRI>]VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG, also
+# relayed behind a classic syslog prefix ("Sep 12 21:37:54 host 1 2023-09-12T...").
 _RFC5424: Final = re.compile(
-    r"""(?m)^<\d{1,3}>1\ (?P<ts>\S+)\ (?P<host>\S+)\ (?P<tag>\S+)\ (?P<pid>\S+)\ \S+
+    r"""(?m)^(?:<\d{1,3}>|[A-Z][a-z]{2}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s+\S+\s+)1
+    \ (?P<ts>\S+)\ (?P<host>\S+)\ (?P<tag>\S+)\ (?P<pid>\S+)\ \S+
     \ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+)(?:\ (?:\ufeff)?|$)""",
     re.X,
 )
@@ -400,6 +418,7 @@ class Parser:
             "refuse": self._refuse,
             "ratelimit": self._refuse,
             "ms": self._master_started,
+            "eng": self._engine,
         }
 
     # -- entry points -------------------------------------------------------------------------
@@ -407,7 +426,7 @@ class Parser:
     def scan(self, text: str, *, with_lines: bool = False) -> Iterator[Event]:
         """Events of a chunk of complete lines, in order. Lines that matter for nothing yield no
         event; candidate lines that do not parse yield :class:`Unrecognised`."""
-        if text.startswith("<") or "\n<" in text:
+        if text.startswith("<") or "\n<" in text or " 1 20" in text:
             return self._scan_mixed(text, with_lines)
         return self._scan_bracketed(text, with_lines, None)
 
@@ -441,6 +460,12 @@ class Parser:
             kind = m.lastgroup
             if kind == "tp" and text.find("tlsproxy[", start, bracket) < 0:
                 continue  # postscreen logs CONNECT/DISCONNECT lines of the same shape
+            if kind == "rep":
+                for repeated in self._repeated(m, text, start, bracket, with_lines):
+                    if starts is not None:
+                        starts.append(start)
+                    yield repeated
+                continue
             head, _, tagpid = text[start:bracket].rpartition(" ")
             tag, _, pid = tagpid.partition("[")
             stamp, _, host = head.rpartition(" ")
@@ -503,6 +528,20 @@ class Parser:
         for _, ev in found:
             yield ev
 
+    def _repeated(
+        self, m: re.Match[str], text: str, start: int, bracket: int, with_lines: bool
+    ) -> Iterator[Event]:
+        """rsyslog's ``message repeated N times: [ MESSAGE]``: MESSAGE N more times."""
+        end = text.find("\n", bracket)
+        inner = text[m.end() : end if end >= 0 else len(text)]
+        if inner.endswith("]"):
+            inner = inner[:-1]
+        line = text[start : bracket + 3] + inner
+        found = list(self._scan_bracketed(line, with_lines, None))
+        for _ in range(min(int(m.group("rep_n")), 10_000)):
+            for ev in found:
+                yield copy.copy(ev)
+
     def _header(self, text: str, start: int, end: int) -> _Fields | None:
         """Header fields of the line starting at ``start`` whose tag ends at ``end`` (the ``]``).
 
@@ -521,12 +560,14 @@ class Parser:
 
     def _header_fields(self, h: re.Match[str]) -> _Fields:
         tag = h.group("tag")
-        bsd = h.group("bsd")
-        if bsd is not None:
+        dock, bsd, iso = h.group("dock", "bsd", "iso")
+        ts = None
+        if dock is not None:
+            ts = self.timestamps.iso(dock)
+        elif bsd is not None:
             ts = self.timestamps.bsd(bsd)
-        else:
-            iso = h.group("iso")
-            ts = self.timestamps.iso(iso) if iso is not None else None
+        elif iso is not None:
+            ts = self.timestamps.iso(iso)
         return h.group("host"), tag, self._service(tag), int(h.group("pid")), ts
 
     def _service(self, tag: str) -> str:
@@ -550,23 +591,22 @@ class Parser:
         return ev
 
     def _no_event(self, line: str) -> Event:
+        """A line that became no event: ignored, like the daemon counts it (with the header
+        fields when they can be read)."""
         bracket = line.find("]: ")
         fields = self._header(line, 0, bracket) if bracket > 0 else None
         if fields is None:
             m = _RFC5424.match(line)
             if m is not None:
                 pid = m.group("pid")
-                ev: Event = Ignored(
+                fields = (
                     m.group("host"),
                     m.group("tag"),
                     self._service(m.group("tag")),
                     int(pid) if pid.isdigit() else None,
                     self.timestamps.iso(m.group("ts")),
                 )
-            else:
-                ev = Unrecognised(None, "", "", None, None)
-        else:
-            ev = Ignored(*fields)
+        ev = Ignored(*(fields or (None, "", "", None, None)))
         ev.line = line
         return ev
 
@@ -907,6 +947,20 @@ class Parser:
         if svc != "master":
             return None
         return PostfixStarted(host, tag, svc, pid, ts, m.group("ms_version"))
+
+    def _engine(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event | None:
+        text = m.group("eng_text")
+        if "TLS" not in text and "certificate" not in text.lower():
+            return None
+        return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")
 
 
 def _direction(service: str) -> str:

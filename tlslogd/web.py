@@ -115,7 +115,7 @@ class App:
         try:
             if path == "/metrics":
                 accept = _header(scope, b"accept")
-                encoder, content_type = choose_encoder(accept)
+                encoder, content_type = choose_encoder(accept or "")
                 await self._respond(send, 200, encoder(self.view.registry), content_type, head)
             elif path == "/healthz":
                 ok, detail = self.view.health()
