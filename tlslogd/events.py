@@ -276,7 +276,7 @@ class EventRecord(BaseModel):
     to: str | None = None
     relay: str | None = None
     conn_use: int | None = None
-    delay: str | None = None
+    delay: float | None = None
     delays: str | None = None
     tls_feature: str | None = None
     dsn: str | None = None

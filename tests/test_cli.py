@@ -1,0 +1,187 @@
+"""The file commands as a user runs them: ``tlslogd parse``, ``tlslogd report``, ``demo``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LAB_LOG
+from tlslogd.events import EventRecord
+
+LAB = LAB_LOG.read_text()
+
+
+def tlslogd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tlslogd", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_version() -> None:
+    result = tlslogd("--version")
+    assert result.returncode == 0 and result.stdout.startswith("tlslogd ")
+
+
+def test_parse_writes_one_schema_valid_json_object_per_event_in_input_order() -> None:
+    result = tlslogd("parse", "--local-networks", "", str(LAB_LOG))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    position = 0
+    for record in records:
+        EventRecord.model_validate(record)  # every key present, no unknown key
+        position = LAB.index(record["line"], position)  # in input order
+    kinds = {r["kind"] for r in records}
+    assert {
+        "tls_established",
+        "delivery",
+        "session_end",
+        "tls_failure",
+        "starttls_offered",
+    } <= kinds
+    plaintext = {
+        r["relay"]
+        for r in records
+        if r["kind"] == "delivery" and r["status"] == "sent" and r["tls"] == "no"
+    }
+    assert plaintext == {
+        "127.0.0.3[127.0.0.3]:2525",
+        "127.0.0.4[127.0.0.4]:2525",
+        "127.0.0.14[127.0.0.14]:2525",
+    }
+
+
+def test_parse_all_also_writes_the_lines_that_became_no_event(tmp_path: Path) -> None:
+    result = tlslogd("parse", "--all", str(LAB_LOG))
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == LAB.count("\n")
+    assert {r["kind"] for r in records} >= {"ignored", "tls_established"}
+
+
+def test_parse_reads_stdin_and_gzip_and_survives_garbage(tmp_path: Path) -> None:
+    gz = tmp_path / "mail.log.1.gz"
+    with gzip.open(gz, "wt") as f:
+        f.write(LAB)
+    from_gz = tlslogd("parse", str(gz)).stdout
+    from_stdin = tlslogd("parse", "-", stdin=LAB).stdout
+    assert from_gz == from_stdin != ""
+    garbage = tlslogd("parse", "--all", stdin="\x00\x01 not a log line\n" + "x" * 100000 + "\n")
+    assert garbage.returncode == 0
+    assert [json.loads(line)["kind"] for line in garbage.stdout.splitlines()] == ["ignored"] * 2
+
+
+def test_report_json_answers_the_three_questions() -> None:
+    result = tlslogd("report", "--format", "json", "--local-networks", "", str(LAB_LOG))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["lines"]["total"] == LAB.count("\n")
+    outbound = data["adoption"]["outbound"]
+    assert outbound["sent_remote"] == {"yes": 42, "no": 7, "unknown": 0}
+    assert outbound["offered_plaintext_sent"] == 3
+    assert [p["peer"] for p in data["peers"]["plaintext_out"]] == [
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.14",
+    ]
+    assert [p["peer"] for p in data["peers"]["offered_not_used"]] == ["127.0.0.4", "127.0.0.14"]
+    assert data["peers"]["legacy_protocol"] == []
+    assert data["handshakes"]["protocol"]["inbound"] == {"TLSv1.3": 39, "TLSv1.2": 9}
+    assert data["failures"]["inbound"] == {"protocol": 2, "lost_connection": 1, "handshake": 1}
+
+
+def test_report_table_and_csv() -> None:
+    table = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout
+    assert "85.7% TLS" in table
+    assert "nobody: safe to disable TLSv1 and TLSv1.1" in table
+    csv_out = tlslogd("report", "--format", "csv", "--local-networks", "", str(LAB_LOG)).stdout
+    assert "deliveries_sent_remote,outbound,tls=no,7" in csv_out.splitlines()
+
+
+def test_report_reads_a_rotated_set_in_time_order(tmp_path: Path) -> None:
+    lines = LAB.splitlines(keepends=True)
+    old, new = tmp_path / "mail.log.1", tmp_path / "mail.log"
+    old.write_text("".join(lines[:300]))
+    new.write_text("".join(lines[300:]))
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    split = json.loads(
+        tlslogd("report", "--format", "json", "--local-networks", "", str(new), str(old)).stdout
+    )
+    whole = json.loads(
+        tlslogd("report", "--format", "json", "--local-networks", "", str(LAB_LOG)).stdout
+    )
+    assert split["totals"] == whole["totals"]
+
+
+def test_report_since_until_window() -> None:
+    result = tlslogd(
+        "report",
+        "--format",
+        "json",
+        "--local-networks",
+        "",
+        "--since",
+        "2026-11-25T20:06:10+00:00",
+        "--until",
+        "2026-11-25T20:06:12+00:00",
+        str(LAB_LOG),
+    )
+    data = json.loads(result.stdout)
+    assert 0 < data["totals"]["tls_handshakes"] < 103
+
+
+def test_bad_arguments_get_a_clear_message() -> None:
+    result = tlslogd("report", "--since", "yesterday-ish", str(LAB_LOG))
+    assert result.returncode == 2 and "--since" in result.stderr
+    result = tlslogd("report", "--local-networks", "10.0.0.0/99", str(LAB_LOG))
+    assert result.returncode == 2 and "--local-networks" in result.stderr
+
+
+def test_demo_serves_a_live_replay_of_the_embedded_sample() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlslogd", "demo", "--listen", f"127.0.0.1:{port}", "--speed", "20"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        totals: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/v1/summary", timeout=2
+                ) as r:
+                    totals = json.load(r)["totals"]
+                if totals.get("plaintext_deliveries", 0) > 0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert totals.get("tls_handshakes", 0) > 0 and totals.get("plaintext_deliveries", 0) > 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("command", ["parse", "report"])
+def test_missing_file_is_an_error_not_a_traceback(command: str) -> None:
+    result = tlslogd(command, "/nonexistent/mail.log")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
