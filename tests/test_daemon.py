@@ -319,3 +319,42 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
         env=env,
     )
     assert 'listen = "127.0.0.1:10156"' in result.stdout.splitlines()  # flags beat everything
+
+
+def test_live_tailing_in_odd_pieces_agrees_with_replaying_the_file(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    d = run_daemon(daemons, log, tmp_path / "state")
+    data = "".join(LAB_LINES).encode()
+    pieces = [7, 130, 1, 4096, 999, 33333, 2]
+    position = 0
+    with log.open("ab") as f:
+        i = 0
+        while position < len(data):
+            size = pieces[i % len(pieces)]
+            f.write(data[position : position + size])
+            f.flush()
+            position += size
+            i += 1
+            if i % 5 == 0:
+                time.sleep(0.05)
+    live = d.wait_lines(len(LAB_LINES))
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tlslogd",
+            "report",
+            "--format",
+            "json",
+            "--local-networks",
+            "",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(replay.stdout)["totals"] == live
