@@ -18,6 +18,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from tlslogd import __version__, summary
 from tlslogd.config import ConfigError, Settings, effective, load_settings
+from tlslogd.destinations import DestinationTable
 from tlslogd.events import Event, to_record
 from tlslogd.parse import Parser
 from tlslogd.peers import CATEGORIES, PeerTable
@@ -89,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
     report.add_argument("--top", type=int, default=20, help="peers per list (%(default)s)")
 
+    advise = sub.add_parser(
+        "advise", help="propose TLS policies (smtp_tls_policy_maps) from the log's evidence"
+    )
+    _file_flags(advise)
+    advise.add_argument(
+        "--state-dir",
+        type=Path,
+        help="read the daemon's durable evidence instead of files (default /var/lib/tlslogd)",
+    )
+    advise.add_argument("--since", default="30d", help="window: 30d (default), ISO 8601, ...")
+    advise.add_argument("--until", help="end of the window (default: the last event)")
+    advise.add_argument(
+        "--min-deliveries", type=int, default=20, help="deliveries needed to propose enforcement"
+    )
+    advise.add_argument("--min-days", type=int, default=7, help="days with deliveries needed")
+    advise.add_argument("--format", choices=("policy", "table", "json"), default="policy")
+
     from tlslogd import audit
 
     audit_parser = sub.add_parser("audit", help="audit the Postfix TLS configuration")
@@ -110,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse(args)
         if command == "report":
             return _report(args)
+        if command == "advise":
+            return _advise(args)
         from tlslogd import audit
 
         return audit.run(args, sys.stdin, sys.stdout)
@@ -272,7 +292,10 @@ def _pipeline(
     return Pipeline(
         Parser(reference_time=reference),
         Correlator(is_local=local.is_local),
-        Stats(peers=PeerTable(max_peers=1_000_000)),
+        Stats(
+            peers=PeerTable(max_peers=1_000_000),
+            destinations=DestinationTable(max_destinations=1_000_000),
+        ),
         since=since,
         until=until,
     )
@@ -334,6 +357,59 @@ def _report(args: argparse.Namespace) -> int:
         write_csv(result, sys.stdout)
     else:
         sys.stdout.write(render_table(result))
+    return 0
+
+
+def _window(value: str | None, end: float | None, flag: str) -> float | None:
+    """A --since/--until value; durations count back from ``end`` (the log's last event)."""
+    if value is None:
+        return None
+    try:
+        return parse_since(value, end if end is not None else time.time())
+    except BadRequest as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+
+
+def _advise(args: argparse.Namespace) -> int:
+    from tlslogd.advise import Thresholds, advise, render_policy_map, render_table, to_json
+    from tlslogd.destinations import DestinationTable
+    from tlslogd.state import read_saved
+
+    if args.files:
+        files = time_ordered(args.files)
+        pipe = _pipeline(files, args.local_networks)
+        for name in files:
+            for data in read_chunks(name):
+                pipe.feed(data)
+        stats = pipe.stats
+    else:
+        path = (args.state_dir or Path("/var/lib/tlslogd")) / "state.db"
+        if not path.exists():
+            raise ConfigError(f"{path}: no state file (give log files, or --state-dir)")
+        saved = read_saved(path)
+        stats = Stats(peers=PeerTable(max_peers=10**9), destinations=DestinationTable(10**9))
+        if saved is not None:
+            stats.restore(saved.stats)
+            stats.peers.load(saved.peers)
+            stats.destinations.load(saved.destinations)
+    end = stats.last_event_ts
+    until = _window(args.until, end, "--until")
+    since = _window(args.since, until if until is not None else end, "--since")
+    if until is None and end is not None:
+        until = end + 1
+    result = advise(
+        stats.destinations,
+        stats.peers,
+        since=since,
+        until=until,
+        thresholds=Thresholds(args.min_deliveries, args.min_days),
+    )
+    if args.format == "json":
+        sys.stdout.write(to_json(result))
+    elif args.format == "table":
+        sys.stdout.write(render_table(result))
+    else:
+        sys.stdout.write(render_policy_map(result))
     return 0
 
 

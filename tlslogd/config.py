@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         default=["postfix.service", "postfix@*.service"],
         description="systemd units to follow (journald)",
     )
+    advise_window_days: int = Field(
+        default=30, ge=1, le=90, description="days of evidence for the policy candidates gauge"
+    )
+    advise_min_deliveries: int = Field(
+        default=20, ge=1, description="deliveries a destination needs before enforcement"
+    )
+    advise_min_days: int = Field(
+        default=7, ge=1, le=90, description="days with deliveries needed before enforcement"
+    )
     audit_config_dir: Path | None = Field(
         default=None, description="Postfix config dir to audit and export as tlslogd_config_check"
     )

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from publicsuffixlist import PublicSuffixList
 
 from tlslogd import __version__, summary
+from tlslogd.advise import Thresholds, advise
 from tlslogd.config import Settings
 from tlslogd.events import Unrecognised
 from tlslogd.metrics import registry
@@ -88,6 +90,8 @@ class Daemon:
         self._checkpoint_error: str | None = None
         self._dirty = False
         self._unrecognised_seen = 0
+        self._candidates: dict[str, int] = {}
+        self._psl = PublicSuffixList()
         self._stop = asyncio.Event()
 
     # -- state -----------------------------------------------------------------------------------
@@ -99,6 +103,7 @@ class Daemon:
             return None
         self.stats.restore(saved.stats)
         self.stats.peers.load(saved.peers)
+        self.stats.destinations.load(saved.destinations)
         if saved.source != self.source_kind:
             log.warning(
                 "the state in %s followed %s, now following %s: keeping totals and peers, "
@@ -119,6 +124,8 @@ class Daemon:
             return
         peers = self.stats.peers
         rows = [(k, e.to_json()) for k in peers.dirty if (e := peers.get(k)) is not None]
+        dests = self.stats.destinations
+        dest_rows = [(k, d.to_json()) for k in dests.dirty if (d := dests.get(k)) is not None]
         try:
             self._checkpoint_ts = self.store.save(
                 source=self.source_kind,
@@ -127,6 +134,8 @@ class Daemon:
                 stats=self.stats.durable(),
                 peers=rows,
                 removed_peers=list(peers.removed),
+                destinations=dest_rows,
+                removed_destinations=list(dests.removed),
             )
         except Exception as exc:  # disk full, read-only file system...: keep running, say so
             if self._checkpoint_error is None:
@@ -138,6 +147,8 @@ class Daemon:
         self._checkpoint_error = None
         peers.dirty.clear()
         peers.removed.clear()
+        dests.dirty.clear()
+        dests.removed.clear()
         self._dirty = False
 
     def _make_source(self, kind: str, position: dict[str, Any] | None) -> Source:
@@ -188,7 +199,22 @@ class Daemon:
         return self._config_checks
 
     def policy_candidates(self) -> dict[str, int]:
-        return {}
+        return self._candidates
+
+    def _refresh_candidates(self) -> None:
+        end = self.stats.last_event_ts
+        if end is None:
+            return
+        s = self.settings
+        result = advise(
+            self.stats.destinations,
+            self.stats.peers,
+            since=end - s.advise_window_days * 86400,
+            until=end + 1,
+            thresholds=Thresholds(s.advise_min_deliveries, s.advise_min_days),
+            psl=self._psl,
+        )
+        self._candidates = result.counts()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         h = self.source.health()
@@ -248,6 +274,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        self.source.start()
         host, port = self.settings.host_port
         server = _Server(self._uvicorn_config(host, port))
         serving = asyncio.create_task(server.serve(), name="http")
@@ -311,13 +338,16 @@ class Daemon:
         interval = self.settings.checkpoint_interval
         watchdog = self.notifier.watchdog_interval()
         step = min(interval, watchdog / 2) if watchdog else interval
-        next_status = 0.0
+        next_status = next_advice = 0.0
         while True:
             await asyncio.sleep(step)
             if self._dirty:
                 self.checkpoint()
             self.notifier.watchdog()
             now = time.monotonic()
+            if now >= next_advice:
+                next_advice = now + 60
+                self._refresh_candidates()
             if now >= next_status:
                 next_status = now + 10
                 totals = self.stats.totals

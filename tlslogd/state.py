@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     stats TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS peers (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS destinations (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 
@@ -48,6 +49,36 @@ class Saved:
     sessions: dict[str, Any]
     stats: dict[str, Any]
     peers: list[dict[str, Any]]
+    destinations: list[dict[str, Any]]
+
+
+def _load(db: sqlite3.Connection) -> Saved | None:
+    row = db.execute(
+        "SELECT saved_at, source, position, sessions, stats FROM checkpoint WHERE id=1"
+    ).fetchone()
+    if row is None:
+        return None
+    peers = [json.loads(r[0]) for r in db.execute("SELECT data FROM peers")]
+    destinations = [json.loads(r[0]) for r in db.execute("SELECT data FROM destinations")]
+    return Saved(
+        float(row[0]),
+        row[1],
+        json.loads(row[2]),
+        json.loads(row[3]),
+        json.loads(row[4]),
+        peers,
+        destinations,
+    )
+
+
+def read_saved(path: Path) -> Saved | None:
+    """The last checkpoint of a state file, opened read-only (a running daemon may be writing
+    it; SQLite's WAL lets both work). None when there is no checkpoint yet."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _load(db)
+    finally:
+        db.close()
 
 
 class StateStore:
@@ -116,15 +147,7 @@ class StateStore:
         return float(row[0]) if row else time.time()
 
     def load(self) -> Saved | None:
-        row = self._db.execute(
-            "SELECT saved_at, source, position, sessions, stats FROM checkpoint WHERE id=1"
-        ).fetchone()
-        if row is None:
-            return None
-        peers = [json.loads(r[0]) for r in self._db.execute("SELECT data FROM peers")]
-        return Saved(
-            float(row[0]), row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]), peers
-        )
+        return _load(self._db)
 
     def save(
         self,
@@ -135,6 +158,8 @@ class StateStore:
         stats: dict[str, Any],
         peers: Iterable[tuple[str, dict[str, Any]]],
         removed_peers: Iterable[str],
+        destinations: Iterable[tuple[str, dict[str, Any]]] = (),
+        removed_destinations: Iterable[str] = (),
     ) -> float:
         """One atomic checkpoint; returns its time."""
         now = time.time()
@@ -151,6 +176,13 @@ class StateStore:
                 ((key, json.dumps(data)) for key, data in peers),
             )
             db.executemany("DELETE FROM peers WHERE key=?", ((k,) for k in removed_peers))
+            db.executemany(
+                "INSERT OR REPLACE INTO destinations (key, data) VALUES (?, ?)",
+                ((key, json.dumps(data)) for key, data in destinations),
+            )
+            db.executemany(
+                "DELETE FROM destinations WHERE key=?", ((k,) for k in removed_destinations)
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

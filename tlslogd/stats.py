@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tlslogd.destinations import DestinationTable
 from tlslogd.events import (
     INBOUND,
     LEGACY_PROTOCOLS,
@@ -22,6 +23,7 @@ from tlslogd.events import (
     StarttlsOffered,
     TlsEstablished,
     TlsFailure,
+    split_peer,
 )
 from tlslogd.peers import PeerTable
 
@@ -96,7 +98,13 @@ class LabelCap:
 class Stats:
     """Everything tlslogd counts. Pure: no I/O, no clock; snapshots are plain data."""
 
-    def __init__(self, *, peers: PeerTable | None = None, label_cap: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        peers: PeerTable | None = None,
+        destinations: DestinationTable | None = None,
+        label_cap: int = 64,
+    ) -> None:
         self.cap = LabelCap(label_cap)
         self.counters: dict[str, dict[tuple[str, ...], int]] = {f: {} for f in FAMILIES}
         self._keys: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {f: {} for f in FAMILIES}
@@ -109,6 +117,7 @@ class Stats:
         self.protocols: dict[str, dict[str, int]] = {}
         self.reasons: dict[str, dict[str, int]] = {}
         self.peers = peers if peers is not None else PeerTable()
+        self.destinations = destinations if destinations is not None else DestinationTable()
         self._dispatch: dict[type[Event], Callable[[Any], None]] = {
             TlsEstablished: self._handshake,
             Delivery: self._delivery,
@@ -203,6 +212,23 @@ class Stats:
         if ev.scope != "remote":
             return
         peer = self.peers.touch(ev.relay, ev.ts)
+        legacy = ev.tls_protocol in LEGACY_PROTOCOLS
+        relay = None
+        if peer is not None:
+            port = split_peer(ev.relay)[2]
+            relay = peer.host or f"[{peer.key}]" + (f":{port}" if port else "")
+        self.destinations.record(
+            ev.to,
+            relay,
+            ev.ts,
+            status=status,
+            tls=ev.tls,
+            offered=ev.offered,
+            failure=ev.reason is not None,
+            trust=ev.tls_trust,
+            protocol=ev.tls_protocol,
+            legacy=legacy,
+        )
         if peer is None:
             return
         peer.deliveries += 1

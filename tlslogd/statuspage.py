@@ -1,114 +1,795 @@
 """The built-in status page at ``/``: server-rendered HTML from the same data as the JSON API.
 
-No build step, no external fonts, scripts or CDNs (mail servers are often offline); readable on
-a phone and on a wide screen; refreshes itself.
+One self-contained document: inline CSS, no fonts, images or scripts from elsewhere (mail servers
+are often offline), a single column on a phone and a grid on a wide screen. It refreshes itself
+every ``REFRESH_SECONDS``: a few lines of inline script fetch the page again and swap the body
+(keeping the scroll position, and saying so when tlslogd stops answering instead of showing the
+browser's error page); without JavaScript a ``<meta http-equiv="refresh">`` does the same.
+
+Banners: *not healthy* when ``summary["log"]["healthy"]`` is false (with the source's reason);
+*stale* when the log has grown (``lag_bytes`` > 0) and nothing was read for more than
+``STALE_AFTER`` seconds (since ``last_read``, or since the process started when nothing was read
+yet); *no data yet* when not a single line has been read since the state was created.
+
+Every figure carries ``data-value`` (the raw number) and a stable ``id`` or ``data-`` key, so
+scripts and tests can read the page: ``#outbound-tls-percent``, ``#outbound-plaintext``,
+``#inbound-tls-percent``, ``tr[data-census=protocol][data-direction=outbound][data-key=TLSv1.3]``,
+``#peers-plaintext_out tr[data-peer]``, ``td[data-total=lines]``, ``#log-status[data-state]``.
+Everything that comes from log text (peer names, ciphers, program names) is escaped.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
-from typing import Any
+from typing import Any, Final
 
-_CSS = """
-body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
-header{background:#1d3557;color:#fff;padding:.8em 1.2em}
-header h1{font-size:1.2em;margin:0}
-main{padding:1em;display:grid;gap:1em;grid-template-columns:repeat(auto-fit,minmax(20em,1fr))}
-section{background:#fff;border-radius:8px;padding:.8em 1em;box-shadow:0 1px 3px #0002}
-h2{font-size:1em;margin:.2em 0 .6em}
-.big{font-size:2em;font-weight:600}
-table{border-collapse:collapse;width:100%}
-td,th{text-align:left;padding:.2em .4em;border-bottom:1px solid #eee}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
-.bad{color:#b00020}.ok{color:#1b7f3b}
-.banner{padding:.8em 1.2em;background:#b00020;color:#fff;font-weight:600}
-a{color:#1d3557}
+from tlslogd.events import LEGACY_PROTOCOLS
+
+REFRESH_SECONDS: Final = 15
+STALE_AFTER: Final = 60.0
+
+DIRECTIONS: Final = ("inbound", "outbound")
+
+# category: (title, explanation, grid width)
+_PEER_SECTIONS: Final[Mapping[str, tuple[str, str, str]]] = {
+    "plaintext_out": (
+        "Delivered in plaintext",
+        "Remote servers that received mail from us without TLS.",
+        "w2",
+    ),
+    "offered_not_used": (
+        "Offered STARTTLS, sent in plaintext",
+        "The server offered STARTTLS and we still sent in plaintext: look at"
+        " smtp_tls_security_level and the TLS policy for these destinations.",
+        "w2",
+    ),
+    "legacy_protocol": (
+        "Still on TLSv1 / TLSv1.1",
+        "These peers break when TLSv1 and TLSv1.1 are disabled.",
+        "w2",
+    ),
+    "inbound_no_starttls": (
+        "Clients that never used STARTTLS",
+        "Clients that spoke EHLO and sent without STARTTLS.",
+        "w2",
+    ),
+    "tls_failure": (
+        "Failing TLS peers",
+        "Failed TLS attempts in either direction, by reason.",
+        "w4",
+    ),
+}
+
+_REASONS: Final[Mapping[str, str]] = {
+    "protocol": "no common protocol version",
+    "cipher": "no shared cipher or signature algorithm",
+    "certificate": "certificate missing, untrusted, expired or not matching the policy",
+    "lost_connection": "the peer went away during the handshake",
+    "timeout": "nothing followed STARTTLS in time",
+    "not_offered": "TLS required, the server did not offer STARTTLS",
+    "refused": "STARTTLS refused",
+    "engine": "our own TLS engine or configuration is broken",
+    "policy": "DANE/TLSA policy lookup failed",
+    "handshake": "other handshake failure",
+}
+
+_TRUST: Final[Mapping[str, str]] = {
+    "verified": "matched a DANE or secure policy",
+    "trusted": "certificate chain valid",
+    "untrusted": "encrypted, certificate not verified",
+    "anonymous": "encrypted, no certificate",
+    "none": "not logged (Postfix before 2.5)",
+}
+
+_SESSIONS: Final = (
+    ("used", "STARTTLS"),
+    ("implicit", "implicit TLS"),
+    ("not_used", "no STARTTLS"),
+    ("failed", "TLS failed"),
+)
+_SESSIONS_UNCOUNTED: Final = (("no_ehlo", "without EHLO"), ("unknown", "unknown"))
+
+_TOTALS: Final[Mapping[str, str]] = {
+    "lines": "log lines read",
+    "events": "events",
+    "unrecognised_lines": "unrecognised lines",
+    "tls_handshakes": "TLS handshakes",
+    "tls_handshakes_inbound": "… inbound",
+    "tls_handshakes_outbound": "… outbound",
+    "legacy_protocol_handshakes": "handshakes on TLSv1/TLSv1.1",
+    "deliveries": "delivery attempts",
+    "tls_deliveries": "deliveries sent over TLS",
+    "plaintext_deliveries": "deliveries sent in plaintext",
+    "offered_plaintext_deliveries": "… to servers offering STARTTLS",
+    "local_plaintext_deliveries": "local plaintext deliveries",
+    "unknown_tls_deliveries": "deliveries with unknown TLS",
+    "starttls_offered": "STARTTLS offers not used",
+    "tls_failures": "TLS failures",
+    "sessions": "inbound sessions",
+    "tls_sessions": "inbound sessions over TLS",
+    "plaintext_sessions": "inbound sessions without STARTTLS",
+    "messages_received": "messages received",
+    "tls_messages_received": "messages received over TLS",
+}
+
+_WEAK_CIPHER_PARTS: Final = frozenset(
+    {"RC4", "DES", "3DES", "CBC3", "NULL", "EXP", "EXPORT", "MD5"}
+)
+_POST_QUANTUM: Final = re.compile(r"MLKEM|KYBER|SNTRUP", re.IGNORECASE)
+
+_CSS: Final = """
+:root{--bg:#f2f4f7;--card:#fff;--fg:#1f2328;--muted:#57606a;--line:#d8dee4;--head:#0a3069;
+--link:#0550ae;--bar:#54aeff;--track:#e7ecf0;--good:#116329;--good-bg:#dafbe1;--bad:#a40e26;
+--bad-bg:#ffebe9;--warn:#6c4400;--warn-bg:#fff8c5;--info-bg:#ddf4ff;--pq:#6639ba;--pq-bg:#fbefff;
+color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;
+--muted:#9198a1;--line:#30363d;--head:#010409;--link:#79c0ff;--bar:#388bfd;--track:#30363d;
+--good:#56d364;--good-bg:#0f2a1a;--bad:#ff8e87;--bad-bg:#3c1618;--warn:#e3b341;--warn-bg:#34290b;
+--info-bg:#0c2d4a;--pq:#d2a8ff;--pq-bg:#2c1b4a}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif}
+a{color:var(--link)}
+header{background:var(--head);color:#fff;padding:.8rem 1.25rem;display:flex;flex-wrap:wrap;
+gap:.2rem 1.5rem;align-items:baseline;justify-content:space-between}
+header h1{margin:0;font-size:1.25rem;font-weight:650}
+header h1 span{font-weight:400;opacity:.85}
+header p{margin:0;font-size:.85rem;opacity:.9}
+.banner{margin:1rem 1.25rem 0;padding:.75rem 1rem;border-radius:6px;border-left:6px solid}
+.banner strong{display:block;font-size:1.05rem}
+.banner.bad{background:var(--bad-bg);border-color:var(--bad)}
+.banner.warn{background:var(--warn-bg);border-color:var(--warn)}
+.banner.info{background:var(--info-bg);border-color:var(--link)}
+main{display:grid;gap:1rem;padding:1rem 1.25rem;grid-template-columns:minmax(0,1fr)}
+@media (min-width:720px){main{grid-template-columns:repeat(2,minmax(0,1fr))}
+.w2,.w4{grid-column:1/-1}}
+@media (min-width:1100px){main{grid-template-columns:repeat(4,minmax(0,1fr))}
+.w2{grid-column:span 2}.w4{grid-column:1/-1}}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.9rem 1rem;
+min-width:0;container-type:inline-size}
+h2{font-size:1rem;margin:0 0 .5rem}
+h3{font-size:.8rem;margin:.6rem 0 .2rem;text-transform:uppercase;letter-spacing:.04em;
+color:var(--muted)}
+p{margin:.4rem 0}
+.note{color:var(--muted);font-size:.85rem}
+.big{font-size:2.4rem;font-weight:650;line-height:1.1;font-variant-numeric:tabular-nums}
+.meter{height:.5rem;border-radius:.25rem;background:var(--track);margin:.5rem 0;overflow:hidden}
+.meter span{display:block;height:100%;background:var(--bar)}
+dl.counts{display:grid;grid-template-columns:1fr auto;gap:.1rem 1rem;margin:.5rem 0 0}
+dl.counts dt{color:var(--muted)}
+dl.counts dd{margin:0;text-align:right;font-variant-numeric:tabular-nums;font-weight:600}
+.pair{display:grid;gap:0 1.5rem}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+caption{text-align:left;font-size:.8rem;font-weight:600;text-transform:uppercase;
+letter-spacing:.04em;color:var(--muted);padding:.5rem 0 .2rem}
+th,td{text-align:left;padding:.25rem .4rem;border-bottom:1px solid var(--line);
+vertical-align:top}
+th{font-size:.8rem;color:var(--muted);font-weight:600}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.share{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap;width:1%}
+.pbar{display:inline-block;width:4rem;height:.45rem;margin-right:.5rem;border-radius:.2rem;
+background:var(--track);vertical-align:.1em;overflow:hidden}
+.pbar span{display:block;height:100%;background:var(--bar)}
+td.key{overflow-wrap:break-word}
+pre{margin:.4rem 0;padding:.4rem .6rem;background:var(--track);border-radius:.25rem;
+font-size:.8rem;overflow-x:auto}
+.peer{min-width:9rem;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,
+monospace;font-size:.85rem}
+time{white-space:nowrap}
+td .ago{display:block}
+dd.bad{color:var(--bad)}
+td small,th small{display:block;color:var(--muted);font-weight:400}
+.ago{color:var(--muted);font-size:.85em;white-space:nowrap}
+.tag{display:inline-block;font-size:.72rem;font-weight:650;padding:0 .35rem;margin-left:.3rem;
+border-radius:.25rem;border:1px solid;white-space:nowrap;vertical-align:.1em}
+.tag.bad{color:var(--bad);background:var(--bad-bg)}
+.tag.warn{color:var(--warn);background:var(--warn-bg)}
+.tag.good{color:var(--good);background:var(--good-bg)}
+.tag.pq{color:var(--pq);background:var(--pq-bg)}
+tr.legacy td{background:var(--bad-bg)}
+.verdict{font-size:1.35rem;font-weight:650;margin:.2rem 0}
+.verdict.good{color:var(--good)}.verdict.bad{color:var(--bad)}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em;
+background:var(--track);padding:.05rem .3rem;border-radius:.2rem;overflow-wrap:anywhere}
+ul.plain{list-style:none;padding:0;margin:.3rem 0}
+footer{padding:0 1.25rem 1.5rem;color:var(--muted);font-size:.85rem}
+@container (min-width:44rem){.pair{grid-template-columns:1fr 1fr}}
+@container (max-width:24rem){.pbar{display:none}}
+@container (max-width:32rem){
+table.stack thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+table.stack tr{display:block;padding:.4rem 0;border-bottom:1px solid var(--line)}
+table.stack th,table.stack td{display:flex;justify-content:space-between;gap:1rem;border:0;
+padding:.05rem .4rem;text-align:right;white-space:normal}
+table.stack th[scope=row]{display:block;text-align:left;font-weight:650}
+table.stack td::before{content:attr(data-label);color:var(--muted);text-align:left}
+table.stack .ago{display:inline}}
 """
 
-LEGACY = {"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"}
+# Refetch the page and swap the body; on failure keep the last figures and say so.
+_SCRIPT: Final = f"""
+setInterval(async()=>{{if(document.hidden)return;try{{
+const r=await fetch(location.href,{{cache:"no-store"}});if(!r.ok)throw new Error(r.status);
+const d=new DOMParser().parseFromString(await r.text(),"text/html");
+document.body.replaceWith(d.body);document.title=d.title;
+}}catch(e){{const b=document.getElementById("banner-offline");if(b)b.hidden=false;}}
+}},{REFRESH_SECONDS * 1000});
+"""
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _attrs(**attrs: object) -> str:
+    """HTML attributes from keywords (``data_value`` becomes ``data-value``); None is left out."""
+    return "".join(
+        f' {name.rstrip("_").replace("_", "-")}="{_e(value)}"'
+        for name, value in attrs.items()
+        if value is not None
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}%"
+    return "–" if value is None else f"{value:.1f} %"
 
 
-def _table(rows: list[tuple[str, int]], legacy: bool = False) -> str:
-    if not rows:
-        return "<p>none yet</p>"
-    out = []
-    for name, count in rows:
-        css = ' class="bad"' if legacy and name in LEGACY else ""
-        out.append(f'<tr><td{css}>{escape(name)}</td><td class="n">{count}</td></tr>')
-    return "<table>" + "".join(out) + "</table>"
+def _bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{value:,} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value:,} bytes"
 
 
-def _census(handshakes: dict[str, dict[str, int]], legacy: bool = False) -> str:
-    parts = []
-    for direction in ("inbound", "outbound"):
-        rows = sorted(handshakes.get(direction, {}).items(), key=lambda kv: -kv[1])
-        parts.append(f"<h3>{direction}</h3>" + _table(rows, legacy))
-    return "".join(parts)
+def _timestamp(value: object) -> float | None:
+    """Epoch seconds from an ISO 8601 string or a number; None otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
-def _peers(category: str, rows: list[dict[str, Any]]) -> str:
-    link = f'<a href="/api/v1/peers?category={category}">all (JSON)</a>'
-    if not rows:
-        return f"<p>none — {link}</p>"
-    body = "".join(
-        f"<tr><td>{escape(r['peer'])}</td><td>{escape(r.get('domain') or '')}</td>"
-        f'<td class="n">{r["counts"][category]}</td></tr>'
-        for r in rows
+def _ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _when(value: object, now: float | None = None) -> str:
+    """A time from the summary (ISO 8601 or epoch seconds); with ``now``, also how long ago."""
+    ts = _timestamp(value)
+    if ts is None:
+        return "never"
+    local = dt.datetime.fromtimestamp(ts).astimezone()
+    text = f'<time datetime="{local.isoformat(timespec="seconds")}">'
+    text += f"{local:%Y-%m-%d %H:%M:%S}</time>"
+    return text if now is None else f'{text} <span class="ago">({_ago(now - ts)})</span>'
+
+
+def _meter(percent: float | None) -> str:
+    width = 0.0 if percent is None else max(0.0, min(100.0, percent))
+    return f'<div class="meter" aria-hidden="true"><span style="width:{width:.1f}%"></span></div>'
+
+
+def _dl(rows: Iterable[tuple[str, int, str]], bad: Iterable[str] = ()) -> str:
+    """A list of counts: (label, value, id); the ids in ``bad`` are marked when not zero."""
+    marked = set(bad)
+    items = "".join(
+        f"<dt>{_e(label)}</dt><dd{_attrs(id=ident, data_value=value)}"
+        f"{_attrs(class_='bad' if value and ident in marked else None)}>{_count(value)}</dd>"
+        for label, value, ident in rows
     )
-    return f"<table><tr><th>peer</th><th>domain</th><th>events</th></tr>{body}</table><p>{link}</p>"
+    return f'<dl class="counts">{items}</dl>'
 
 
-def render_status(summary: dict[str, Any], peers: dict[str, list[dict[str, Any]]]) -> str:
-    adoption = summary["adoption"]
-    out_ = adoption["outbound"]
-    in_ = adoption["inbound"]
-    log = summary["log"]
-    banner = ""
-    if not log.get("healthy", True):
-        banner = f'<div class="banner">Log problem: {escape(str(log.get("reason") or ""))}</div>'
-    failures = summary["failures"]
-    fail_rows = [
-        (f"{d} {reason}", n)
-        for d in ("inbound", "outbound")
-        for reason, n in sorted(failures.get(d, {}).items(), key=lambda kv: -kv[1])
+def _cell(label: str, content: str, **attrs: object) -> str:
+    """A cell of a table that stacks into "label: value" lines on a narrow screen."""
+    return f"<td{_attrs(data_label=label, **attrs)}><span>{content}</span></td>"
+
+
+def _tags_cipher(name: str) -> str:
+    parts = set(re.split(r"[-_]", name.upper()))
+    return '<span class="tag bad">weak</span>' if parts & _WEAK_CIPHER_PARTS else ""
+
+
+def _tags_protocol(name: str) -> str:
+    return '<span class="tag bad">legacy</span>' if name in LEGACY_PROTOCOLS else ""
+
+
+def _tags_key_exchange(name: str) -> str:
+    return '<span class="tag pq">post-quantum hybrid</span>' if _POST_QUANTUM.search(name) else ""
+
+
+_CENSUS_TAGS: Final[Mapping[str, Callable[[str], str]]] = {
+    "protocol": _tags_protocol,
+    "cipher": _tags_cipher,
+    "key_exchange": _tags_key_exchange,
+}
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _census_table(label: str, direction: str, counts: Mapping[str, int]) -> str:
+    total = sum(_int(n) for n in counts.values())
+    if not total:
+        return f"<h3>{direction}</h3><p class='note'>No {direction} handshakes yet.</p>"
+    tags = _CENSUS_TAGS.get(label)
+    rows = []
+    for key, raw in sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0])):
+        n = _int(raw)
+        share = 100.0 * n / total
+        legacy = label == "protocol" and key in LEGACY_PROTOCOLS
+        rows.append(
+            f"<tr{_attrs(class_='legacy' if legacy else None)}"
+            f"{_attrs(data_census=label, data_direction=direction, data_key=key)}>"
+            f'<td class="key">{_e(key).replace("_", "_<wbr>")}{tags(key) if tags else ""}</td>'
+            f'<td class="n"{_attrs(data_value=n)}>{_count(n)}</td>'
+            '<td class="share"><span class="pbar" aria-hidden="true">'
+            f'<span style="width:{share:.1f}%"></span></span>{share:.1f} %</td></tr>'
+        )
+    return (
+        f'<div class="scroll"><table><caption>{direction}</caption>'
+        '<thead><tr><th scope="col">'
+        f"{_e(label.replace('_', ' '))}</th>"
+        '<th scope="col" class="n">count</th><th scope="col" class="n">share</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _census(
+    label: str, title: str, data: Mapping[str, Mapping[str, int]], note: str, width: str = "w2"
+) -> str:
+    tables = "".join(_census_table(label, d, data.get(d, {})) for d in DIRECTIONS)
+    return (
+        f'<section class="{width}" id="census-{label}" aria-labelledby="h-{label}">'
+        f'<h2 id="h-{label}">{_e(title)}</h2>{note}<div class="pair">{tables}</div></section>'
+    )
+
+
+def _outbound_card(out: Mapping[str, Any], started: str) -> str:
+    sent = out.get("sent_remote", {})
+    pct = out.get("tls_percent")
+    yes, no, unknown = _int(sent.get("yes")), _int(sent.get("no")), _int(sent.get("unknown"))
+    rows = [
+        ("over TLS", yes, "outbound-tls"),
+        ("plaintext", no, "outbound-plaintext"),
+        ("unknown", unknown, "outbound-unknown"),
+        (
+            "plaintext, STARTTLS offered",
+            _int(out.get("offered_plaintext_sent")),
+            "outbound-offered-plaintext",
+        ),
     ]
-    titles = {
-        "plaintext_out": "Plaintext deliveries by peer",
-        "offered_not_used": "Offered STARTTLS, not used",
-        "inbound_no_starttls": "Clients not using STARTTLS",
-        "legacy_protocol": "Peers on TLSv1/TLSv1.1",
-        "tls_failure": "Failing peers",
-    }
-    peer_sections = "".join(
-        f"<section><h2>{escape(title)}</h2>{_peers(cat, peers.get(cat, []))}</section>"
-        for cat, title in titles.items()
+    return (
+        '<section aria-labelledby="h-outbound"><h2 id="h-outbound">Outbound deliveries over TLS'
+        f'</h2><div class="big" id="outbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}'
+        f"</div>{_meter(pct)}"
+        f'<p class="note">Sent to remote servers since tlslogd started ({started}).</p>'
+        f"{_dl(rows, bad=('outbound-plaintext', 'outbound-offered-plaintext'))}"
+        f'<p class="note">Not counted: <span id="outbound-local"'
+        f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
+        f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
+        f"{_count(_int(out.get('bounced')))} bounced.</p></section>"
     )
+
+
+def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
+    sessions = inb.get("sessions", {})
+    pct = inb.get("tls_session_percent")
+    rows = [(label, _int(sessions.get(k)), f"inbound-{k}") for k, label in _SESSIONS]
+    uncounted = ", ".join(
+        f"{_count(_int(sessions.get(k)))} {label}" for k, label in _SESSIONS_UNCOUNTED
+    )
+    return (
+        '<section aria-labelledby="h-inbound"><h2 id="h-inbound">Inbound sessions using TLS</h2>'
+        f'<div class="big" id="inbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
+        f'{_meter(pct)}<p class="note">smtpd sessions since tlslogd started ({started}).</p>'
+        f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
+        f'<p class="note">Not counted: {uncounted}.</p></section>'
+    )
+
+
+def _messages_card(inb: Mapping[str, Any], started: str) -> str:
+    messages = inb.get("messages", {})
+    pct = inb.get("tls_message_percent")
+    rows = [
+        ("over TLS", _int(messages.get("yes")), "messages-tls"),
+        ("plaintext", _int(messages.get("no")), "messages-plaintext"),
+    ]
+    other = sum(_int(n) for k, n in messages.items() if k not in ("yes", "no"))
+    if other:
+        rows.append(("unknown", other, "messages-unknown"))
+    return (
+        '<section aria-labelledby="h-messages"><h2 id="h-messages">Inbound messages over TLS</h2>'
+        f'<div class="big" id="messages-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
+        f'{_meter(pct)}<p class="note">Queued by smtpd since tlslogd started ({started}).</p>'
+        f"{_dl(rows, bad=('messages-plaintext',))}</section>"
+    )
+
+
+def _legacy_card(summary: Mapping[str, Any]) -> str:
+    totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
+    peers = _int(summary.get("peers", {}).get("by_category", {}).get("legacy_protocol"))
+    handshakes = _int(totals.get("tls_handshakes"))
+    legacy = _int(totals.get("legacy_protocol_handshakes"))
+    link = "/api/v1/peers?category=legacy_protocol"
+    since = _when(summary.get("since"))
+    if peers or legacy:
+        verdict = (
+            f'<p class="verdict bad" id="legacy-verdict" data-state="in-use">'
+            f'<a href="{link}" id="legacy-peers"{_attrs(data_value=peers)}>{_count(peers)} '
+            f"peer{'' if peers == 1 else 's'}</a> still use them</p>"
+            f"<p>Disabling TLSv1 and TLSv1.1 would break them: {_count(legacy)} of "
+            f"{_count(handshakes)} handshakes since {since}.</p>"
+        )
+    elif handshakes:
+        verdict = (
+            '<p class="verdict good" id="legacy-verdict" data-state="safe">'
+            '<span id="legacy-peers" data-value="0">Nobody</span> — safe to disable</p>'
+            f"<p>None of {_count(handshakes)} handshakes since {since} used TLSv1 or TLSv1.1. "
+            "In main.cf (Postfix 3.6 and later):</p>"
+            "<pre>smtpd_tls_protocols = &gt;=TLSv1.2\nsmtp_tls_protocols = &gt;=TLSv1.2</pre>"
+        )
+    else:
+        verdict = (
+            '<p class="verdict" id="legacy-verdict" data-state="no-data">No handshakes yet</p>'
+            "<p>The answer appears after the first TLS handshakes.</p>"
+        )
+    return (
+        '<section aria-labelledby="h-legacy"><h2 id="h-legacy">Can TLSv1 and TLSv1.1 be '
+        f'switched off?</h2>{verdict}<p class="note"><a href="{link}">Peers on legacy '
+        "protocols (JSON)</a></p></section>"
+    )
+
+
+def _by_program(by_program: Mapping[str, Mapping[str, int]]) -> str:
+    if not by_program:
+        body = '<p class="note">No inbound sessions yet.</p>'
+    else:
+        seen = [k for k, _ in _SESSIONS_UNCOUNTED if any(c.get(k) for c in by_program.values())]
+        columns = [*_SESSIONS, *((k, label) for k, label in _SESSIONS_UNCOUNTED if k in seen)]
+        head = "".join(f'<th scope="col" class="n">{_e(label)}</th>' for _, label in columns)
+        rows = []
+        for program, counts in sorted(by_program.items()):
+            cells = "".join(
+                _cell(
+                    label,
+                    _count(_int(counts.get(k))),
+                    class_="n",
+                    data_key=k,
+                    data_value=_int(counts.get(k)),
+                )
+                for k, label in columns
+            )
+            tls = _int(counts.get("used")) + _int(counts.get("implicit"))
+            decided = tls + _int(counts.get("not_used")) + _int(counts.get("failed"))
+            pct = round(100.0 * tls / decided, 2) if decided else None
+            rows.append(
+                f"<tr{_attrs(data_program=program)}><th scope='row' class='peer'>{_e(program)}"
+                f"</th>{_cell('using TLS', _pct(pct), class_='n', data_value=pct)}{cells}</tr>"
+            )
+        body = (
+            '<div class="scroll"><table class="stack"><thead><tr><th scope="col">syslog tag</th>'
+            f'<th scope="col" class="n">using TLS</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    return (
+        '<section class="w4" id="by-program" aria-labelledby="h-program">'
+        '<h2 id="h-program">Inbound sessions: submission and port 25</h2>'
+        '<p class="note"><code>postfix/smtpd</code> is normally port 25; the master.cf services'
+        " <code>submission</code> (587) and <code>smtps</code> (465) serve mail clients.</p>"
+        f"{body}</section>"
+    )
+
+
+def _failures(failures: Mapping[str, Mapping[str, int]]) -> str:
+    reasons: dict[str, dict[str, int]] = {}
+    for direction in DIRECTIONS:
+        for reason, n in failures.get(direction, {}).items():
+            reasons.setdefault(reason, {})[direction] = _int(n)
+    if not reasons:
+        body = '<p class="note">No TLS failures.</p>'
+    else:
+        rows = []
+        for reason, counts in sorted(reasons.items(), key=lambda kv: -sum(kv[1].values())):
+            meaning = _REASONS.get(reason)
+            cells = "".join(
+                f'<td class="n"{_attrs(data_direction=d, data_value=counts.get(d, 0))}>'
+                f"{_count(counts.get(d, 0))}</td>"
+                for d in DIRECTIONS
+            )
+            rows.append(
+                f"<tr{_attrs(data_reason=reason)}><th scope='row'>{_e(reason)}"
+                f"{f'<small>{_e(meaning)}</small>' if meaning else ''}</th>{cells}</tr>"
+            )
+        body = (
+            '<table><thead><tr><th scope="col">reason</th><th scope="col" class="n">inbound</th>'
+            f'<th scope="col" class="n">outbound</th></tr></thead><tbody>{"".join(rows)}</tbody>'
+            "</table>"
+        )
+    return (
+        '<section class="w2" id="failures" aria-labelledby="h-failures">'
+        f'<h2 id="h-failures">TLS failures by reason</h2>{body}</section>'
+    )
+
+
+def _peer_detail(category: str, peer: Mapping[str, Any]) -> str:
+    if category in ("plaintext_out", "offered_not_used"):
+        return f"{_int(peer.get('tls_deliveries'))} of {_int(peer.get('deliveries'))} over TLS"
+    if category == "inbound_no_starttls":
+        return f"{_int(peer.get('tls_sessions'))} of {_int(peer.get('sessions'))} over TLS"
+    found = peer.get("legacy_protocols" if category == "legacy_protocol" else "failure_reasons")
+    if not isinstance(found, Mapping):
+        return ""
+    return ", ".join(f"{_e(k)} ×{_int(n)}" for k, n in sorted(found.items(), key=lambda kv: kv[0]))
+
+
+def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str, now: float) -> str:
+    title, note, width = _PEER_SECTIONS[category]
+    link = f"/api/v1/peers?category={category}"
+    if not rows:
+        body = '<p class="note">None.</p>'
+    else:
+        trs = []
+        for peer in rows:
+            count = _int(peer.get("counts", {}).get(category))
+            name = str(peer.get("peer") or "")
+            addrs = [a for a in peer.get("addresses") or [] if a != name]
+            extra = f"<small>{_e(', '.join(str(a) for a in addrs))}</small>" if addrs else ""
+            trs.append(
+                f"<tr{_attrs(data_peer=name, data_count=count)}>"
+                f'<th scope="row" class="peer">{_e(name)}{extra}</th>'
+                + _cell("domain", _e(peer.get("domain") or "–"))
+                + _cell("events", _count(count), class_="n", data_value=count)
+                + _cell("detail", _peer_detail(category, peer))
+                + _cell("last seen", _when(peer.get("last_seen"), now))
+                + "</tr>"
+            )
+        body = (
+            '<div class="scroll"><table class="stack"><thead><tr><th scope="col">peer</th>'
+            '<th scope="col">domain</th><th scope="col" class="n">events</th>'
+            '<th scope="col">detail</th><th scope="col">last seen</th></tr></thead>'
+            f"<tbody>{''.join(trs)}</tbody></table></div>"
+        )
+    if not matching:
+        link_text = "JSON"
+    elif len(rows) < matching:
+        link_text = f"top {len(rows)} shown; all {_count(matching)} as JSON"
+    else:
+        link_text = f"all {_count(matching)} as JSON"
+    return (
+        f'<section class="{width}" id="peers-{category}" aria-labelledby="h-{category}">'
+        f'<h2 id="h-{category}">{_e(title)} <span class="tag {"warn" if matching else "good"}"'
+        f"{_attrs(id=f'peers-{category}-count', data_value=matching)}>"
+        f"{_count(matching)} peer{'' if matching == 1 else 's'}</span></h2>"
+        f'<p class="note">{_e(note)} Events since {since}.</p>{body}'
+        f'<p class="note"><a href="{link}">{link_text}</a></p></section>'
+    )
+
+
+def _totals(summary: Mapping[str, Any]) -> str:
+    durable = summary.get("durable", {})
+    totals: Mapping[str, Any] = durable.get("totals") or summary.get("totals", {})
+    keys = [k for k in _TOTALS if k in totals] + [k for k in totals if k not in _TOTALS]
+    rows = "".join(
+        f"<tr><th scope='row'>{_e(_TOTALS.get(k, k.replace('_', ' ')))}</th>"
+        f'<td class="n"{_attrs(data_total=k, data_value=_int(totals[k]))}>'
+        f"{_count(_int(totals[k]))}</td></tr>"
+        for k in keys
+    )
+    return (
+        '<section class="w2" id="totals" aria-labelledby="h-totals">'
+        f'<h2 id="h-totals">Totals since {_when(durable.get("since") or summary.get("since"))}'
+        '</h2><p class="note">Kept across restarts. First event '
+        f"{_when(durable.get('first_event'))}, last event "
+        f"{_when(durable.get('last_event'))} (log time).</p>"
+        f'<div class="scroll"><table><thead><tr><th scope="col">what</th>'
+        f'<th scope="col" class="n">count</th></tr></thead><tbody>{rows}</tbody></table></div>'
+        "</section>"
+    )
+
+
+def _log_state(log: Mapping[str, Any], process: Mapping[str, Any], now: float) -> tuple[str, float]:
+    """``unhealthy``, ``stale`` (with the seconds since the last read) or ``ok``."""
+    if not log.get("healthy", False):
+        return "unhealthy", 0.0
+    lag = log.get("lag_bytes")
+    last = _timestamp(log.get("last_read")) or _timestamp(process.get("started"))
+    if isinstance(lag, int) and lag > 0 and last is not None and now - last > STALE_AFTER:
+        return "stale", now - last
+    return "ok", 0.0
+
+
+def _log_section(summary: Mapping[str, Any], state: str, now: float) -> str:
+    log = summary.get("log", {})
+    process = summary.get("process", {})
+    detail = log.get("detail") if isinstance(log.get("detail"), Mapping) else {}
+    position = log.get("position") if isinstance(log.get("position"), Mapping) else {}
+    offset = detail.get("offset", position.get("offset"))
+    size = detail.get("size")
+    if isinstance(offset, int):
+        where = f"byte {_count(offset)}" + (f" of {_count(size)}" if isinstance(size, int) else "")
+    else:
+        where = "–"
+    lag = log.get("lag_bytes")
+    label = {"ok": "OK", "stale": "stale", "unhealthy": "not healthy"}[state]
+    tag = {"ok": "good", "stale": "warn", "unhealthy": "bad"}[state]
+    reason = log.get("reason")
+    lines = process.get("lines", {})
+    rows = [
+        (
+            "status",
+            f'<span class="tag {tag}" id="log-status" data-state="{state}">{label}</span>'
+            + (f" {_e(reason)}" if reason else ""),
+        ),
+        ("source", f'<code id="log-source">{_e(log.get("source") or "–")}</code>'),
+        ("position", f'<span id="log-position"{_attrs(data_value=offset)}>{where}</span>'),
+        (
+            "not read yet",
+            f'<span id="log-lag"{_attrs(data_value=lag)}>'
+            f"{_bytes(lag) if isinstance(lag, int) else 'unknown'}</span>",
+        ),
+        ("last read", f'<span id="log-last-read">{_when(log.get("last_read"), now)}</span>'),
+        (
+            "last event (log time)",
+            f'<span id="log-last-event">{_when(summary.get("durable", {}).get("last_event"), now)}'
+            "</span>",
+        ),
+        ("last checkpoint", _when(log.get("last_checkpoint"), now)),
+        ("tlslogd started", _when(process.get("started"), now)),
+        (
+            "lines since start",
+            ", ".join(f"{_count(_int(n))} {_e(k)}" for k, n in lines.items()) or "–",
+        ),
+        (
+            "sessions open · peers tracked",
+            f"{_count(_int(process.get('sessions_active')))} · "
+            f"{_count(_int(process.get('peers_tracked')))}",
+        ),
+    ]
+    items = "".join(f"<tr><th scope='row'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return (
+        '<section class="w2" id="log" aria-labelledby="h-log"><h2 id="h-log">Log source</h2>'
+        f"<table><tbody>{items}</tbody></table></section>"
+    )
+
+
+def _config_checks(checks: list[Mapping[str, Any]]) -> str:
+    if not checks:
+        return ""
+    tags = {"pass": "good", "warn": "warn", "fail": "bad"}
+    items = "".join(
+        f'<li><span class="tag {tags.get(str(c.get("status")), "warn")}">{_e(c.get("status"))}'
+        f"</span> {_e(c.get('check'))}</li>"
+        for c in checks
+    )
+    return (
+        '<section class="w2" id="config-checks" aria-labelledby="h-config">'
+        f'<h2 id="h-config">Postfix configuration checks</h2><ul class="plain">{items}</ul>'
+        "</section>"
+    )
+
+
+def _banners(summary: Mapping[str, Any], state: str, idle: float) -> str:
+    log = summary.get("log", {})
+    out = [
+        '<div class="banner warn" id="banner-offline" role="status" hidden><strong>tlslogd is '
+        "not answering</strong>The figures below are from the last update; retrying every "
+        f"{REFRESH_SECONDS} s.</div>"
+    ]
+    if state == "unhealthy":
+        reason = log.get("reason") or "no reason given"
+        out.append(
+            '<div class="banner bad" id="banner-log" role="alert"><strong>The log source is not '
+            f"healthy: {_e(reason)}</strong>tlslogd keeps serving and resumes by itself once "
+            f"<code>{_e(log.get('source') or 'the log')}</code> can be read; until then the "
+            "figures below do not move. If the file exists, make sure tlslogd may read it (group "
+            '<code>adm</code>). Details: <a href="/healthz">/healthz</a>.</div>'
+        )
+    elif state == "stale":
+        lag = _int(log.get("lag_bytes"))
+        out.append(
+            '<div class="banner warn" id="banner-stale" role="alert"><strong>The log is stale: '
+            f"nothing read for {_ago(idle).removesuffix(' ago')}</strong>"
+            f"{_bytes(lag)} were written to <code>{_e(log.get('source') or 'the log')}</code> "
+            "since the last read. tlslogd may be stuck: check its own log and "
+            '<a href="/healthz">/healthz</a>.</div>'
+        )
+    totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
+    if state != "unhealthy" and not _int(totals.get("lines")):
+        out.append(
+            '<div class="banner info" id="banner-empty" role="status"><strong>No log lines read '
+            "yet</strong>With no saved state tlslogd starts at the end of the log "
+            "(<code>--from-start</code> reads an existing file from its beginning): the figures "
+            "appear as Postfix logs new mail.</div>"
+        )
+    return "".join(out)
+
+
+def render_status(
+    summary: dict[str, Any], peers: dict[str, list[dict[str, Any]]], now: float | None = None
+) -> str:
+    """The whole page for a ``/api/v1/summary`` document and the top peers of each category.
+
+    ``now`` (epoch seconds, default: the current time) is the reference for ages and the
+    staleness rule."""
+    now = time.time() if now is None else now
+    adoption = summary.get("adoption", {})
+    handshakes = summary.get("handshakes", {})
+    state, idle = _log_state(summary.get("log", {}), summary.get("process", {}), now)
+    process_since = _when(summary.get("process", {}).get("started"))
+    since = _when(summary.get("since"))
+    census_note = f'<p class="note">Handshakes since tlslogd started ({process_since}).</p>'
+    trust_note = (
+        '<p class="note">'
+        + " · ".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in _TRUST.items())
+        + f". Since tlslogd started ({process_since}).</p>"
+    )
+    by_category = summary.get("peers", {}).get("by_category", {})
+    peer_sections = "".join(
+        _peers(
+            c, peers.get(c, []), max(_int(by_category.get(c)), len(peers.get(c, []))), since, now
+        )
+        for c in _PEER_SECTIONS
+    )
+    updated = dt.datetime.fromtimestamp(now).astimezone()
+    version = _e(summary.get("version", ""))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<meta http-equiv="refresh" content="15">
-<title>tlslogd</title><style>{_CSS}</style></head>
-<body><header><h1>tlslogd {escape(summary["version"])} — Postfix TLS</h1></header>{banner}
+<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>
+<title>{"⚠ " if state != "ok" else ""}tlslogd — Postfix TLS status</title>
+<style>{_CSS}</style><script>{_SCRIPT}</script></head>
+<body><header><h1>tlslogd <span>Postfix TLS status</span></h1>
+<p>Updated <time id="updated" datetime="{updated.isoformat(timespec="seconds")}">{
+        updated:%Y-%m-%d %H:%M:%S %Z}</time> · refreshes every {REFRESH_SECONDS} s</p></header>
+{_banners(summary, state, idle)}
 <main>
-<section><h2>Outbound deliveries over TLS</h2>
-<div class="big" id="outbound-tls">{_pct(out_["tls_percent"])}</div>
-<p>sent remote: {out_["sent_remote"]["yes"]} TLS, {out_["sent_remote"]["no"]} plaintext,
-{out_["sent_remote"]["unknown"]} unknown; {out_["offered_plaintext_sent"]} plaintext to servers
-offering STARTTLS</p></section>
-<section><h2>Inbound sessions using TLS</h2>
-<div class="big" id="inbound-tls">{_pct(in_["tls_session_percent"])}</div>
-<p>messages received over TLS: {_pct(in_["tls_message_percent"])}</p></section>
-<section><h2>Protocols</h2>{_census(summary["handshakes"]["protocol"], legacy=True)}</section>
-<section><h2>Ciphers</h2>{_census(summary["handshakes"]["cipher"])}</section>
-<section><h2>Failures</h2>{_table(fail_rows)}</section>
+{_outbound_card(adoption.get("outbound", {}), process_since)}
+{_inbound_card(adoption.get("inbound", {}), process_since)}
+{_messages_card(adoption.get("inbound", {}), process_since)}
+{_legacy_card(summary)}
+{_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note)}
+{_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note)}
+{_census("cipher", "Ciphers", handshakes.get("cipher", {}), census_note, "w4")}
+{_census("trust", "Trust levels", handshakes.get("trust", {}), trust_note)}
+{_failures(summary.get("failures", {}))}
+{_by_program(summary.get("inbound_by_program", {}))}
 {peer_sections}
-<section><h2>Log</h2><p>{escape(str(log.get("source")))} —
-<span class="{"ok" if log.get("healthy", True) else "bad"}">{escape(log.get("status", ""))}</span>,
-last read {escape(str(log.get("last_read")))}</p>
-<p><a href="/api/v1/summary">summary (JSON)</a> · <a href="/metrics">metrics</a></p></section>
-</main></body></html>
+{_totals(summary)}
+{_log_section(summary, state, now)}
+{_config_checks(summary.get("config_checks", []))}
+</main>
+<footer><p>tlslogd {version} · <a href="/api/v1/summary">summary (JSON)</a> ·
+<a href="/api/v1/peers">peers (JSON)</a> · <a href="/metrics">metrics</a> ·
+<a href="/healthz">health</a></p></footer>
+</body></html>
 """

@@ -31,6 +31,10 @@ class SourceHealth:
 class Source(Protocol):
     """What the daemon needs from a source."""
 
+    def start(self) -> None:
+        """Open the log and fix the starting point, before the daemon reports that it is ready."""
+        ...
+
     def chunks(self) -> AsyncIterator[Chunk]:
         """Yield chunks forever (until :meth:`close`), waiting for new data in between."""
         ...

@@ -45,6 +45,9 @@ class DemoSource:
         self._loops = 0
         self._closed = False
 
+    def start(self) -> None:
+        return None
+
     async def chunks(self) -> AsyncIterator[Chunk]:
         while not self._closed:
             start = self._clock()

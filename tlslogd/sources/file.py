@@ -293,6 +293,12 @@ class FileSource:
 
     # ----------------------------------------------------------------------------- public API
 
+    def start(self) -> None:
+        """Decide where reading starts (a file's end, without a saved position) now rather than
+        at the first read, so lines appended after start-up are not skipped."""
+        if not self._started and not self._closed:
+            self._start()
+
     def read_available(self) -> Chunk | None:
         """One bounded read step; None when there is nothing new."""
         if self._closed:
