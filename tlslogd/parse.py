@@ -314,6 +314,13 @@ class Timestamps:
 
 
 _LIB_REASONS: Final = (
+    # our own files and settings first: a certificate we cannot load is not the peer's fault
+    ("system lib", "engine"),
+    ("fopen", "engine"),
+    ("no such file", "engine"),
+    ("ssl_ctx_use", "engine"),
+    ("pem routines", "engine"),
+    ("key values mismatch", "engine"),
     ("unsupported protocol", "protocol"),
     ("protocol version", "protocol"),
     ("version too low", "protocol"),
