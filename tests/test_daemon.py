@@ -61,7 +61,9 @@ class Daemon:
             try:
                 self.get("/healthz")
                 return self
-            except (urllib.error.HTTPError, ConnectionError, OSError):
+            except urllib.error.HTTPError:
+                return self  # answering (e.g. 401 behind basic auth)
+            except (ConnectionError, OSError):
                 time.sleep(0.05)
         raise AssertionError("daemon did not start: " + self.output())
 
@@ -358,3 +360,50 @@ def test_live_tailing_in_odd_pieces_agrees_with_replaying_the_file(
         check=True,
     )
     assert json.loads(replay.stdout)["totals"] == live
+
+
+def test_sighup_reopens_the_log_and_reloads_the_web_configs_users(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    import base64
+
+    import bcrypt
+
+    def web_config(password: str) -> str:
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+        return f"basic_auth_users:\n  prometheus: {hashed}\n"
+
+    def status(d: Daemon, password: str) -> int:
+        token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{d.port}/metrics", headers={"Authorization": f"Basic {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    config = tmp_path / "web.yml"
+    config.write_text(web_config("old secret"))
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:10]))
+    d = Daemon(log, tmp_path / "state", "--from-start", "--web-config", str(config))
+    daemons.append(d)
+    d.start()  # /healthz answers 401 too: start() only waits for an HTTP answer
+    assert status(d, "old secret") == 200
+    assert status(d, "wrong") == 401
+    config.write_text(web_config("new secret"))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while status(d, "new secret") != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status(d, "new secret") == 200
+    assert status(d, "old secret") == 401
+    config.write_text("basic_auth_users: [not, a, mapping]\n")  # a broken file keeps the old one
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert status(d, "new secret") == 200
+    assert d.stop() == 0
+    assert "kept the current web config" in d.output()

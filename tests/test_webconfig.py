@@ -30,6 +30,7 @@ import uvicorn
 
 from tlslogd.webconfig import (
     BasicAuthMiddleware,
+    Endpoint,
     Message,
     Receive,
     Scope,
@@ -38,7 +39,6 @@ from tlslogd.webconfig import (
     WebConfigError,
     build_ssl_context,
     load_web_config,
-    uvicorn_config,
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
@@ -125,8 +125,8 @@ def serving(web: WebConfig | None) -> Iterator[int]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn_config(
-        hello_app, "127.0.0.1", port, web, log_config=None, lifespan="off", access_log=False
+    config = Endpoint(hello_app, web).uvicorn_config(
+        "127.0.0.1", port, log_config=None, lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

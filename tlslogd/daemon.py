@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,7 +34,7 @@ from tlslogd.state import StateStore
 from tlslogd.stats import Stats
 from tlslogd.statuspage import render_status
 from tlslogd.web import App
-from tlslogd.webconfig import WebConfig, uvicorn_config
+from tlslogd.webconfig import Endpoint, WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("tlslogd")
 
@@ -63,7 +64,6 @@ class Daemon:
         web: WebConfig | None = None,
     ) -> None:
         self.settings = settings
-        self.web = web
         self.top_peers = settings.top_peers
         self.notifier = notifier or SystemdNotifier(None)
         self._audit = audit
@@ -84,6 +84,7 @@ class Daemon:
         self.source = factory(self.source_kind, position)
         self.registry = registry(self)
         self.app = App(self)
+        self.endpoint = Endpoint(self.app, web)
         self._started = time.time()
         self._last_read: float | None = None
         self._checkpoint_ts: float | None = None
@@ -315,11 +316,9 @@ class Daemon:
         return 0
 
     def _uvicorn_config(self, host: str, port: int) -> uvicorn.Config:
-        return uvicorn_config(
-            self.app,
+        return self.endpoint.uvicorn_config(
             host,
             port,
-            self.web,
             lifespan="off",
             access_log=False,
             log_level="warning",
@@ -358,9 +357,14 @@ class Daemon:
                 )
 
     def _reload(self) -> None:
-        log.info("SIGHUP: reopening %s and reloading the config audit", self.source_kind)
+        log.info("SIGHUP: reopening %s, reloading the web config and the audit", self.source_kind)
         self.notifier.reloading()
         self.source.reopen()
+        if self.settings.web_config is not None:
+            try:
+                self.endpoint.reload(load_web_config(self.settings.web_config))
+            except (WebConfigError, OSError, ssl.SSLError) as exc:
+                log.error("kept the current web config: %s", exc)
         self._run_audit()
         self.notifier.ready()
 

@@ -733,27 +733,54 @@ def secure_app(app: ASGIApp, web: WebConfig) -> ASGIApp:
     return secured
 
 
-def uvicorn_config(
-    app: ASGIApp, host: str, port: int, web: WebConfig | None, **kwargs: Any
-) -> uvicorn.Config:
-    """A uvicorn configuration serving ``app`` as ``web`` says: plain HTTP when it is None.
+class Endpoint:
+    """The ASGI app and TLS context a web config asks for, reloadable on a running server.
 
-    The TLS context is built here, so a certificate that cannot be loaded fails before the
-    server starts; uvicorn receives it through ``ssl_context_factory``.
-    """
-    if web is None:
-        return uvicorn.Config(app, host=host, port=port, **kwargs)
-    context = build_ssl_context(web)
-    secured = secure_app(app, web)
-    if context is None:
-        return uvicorn.Config(secured, host=host, port=port, **kwargs)
-    context.set_alpn_protocols(["http/1.1"])
+    :meth:`reload` applies a changed file: basic-auth users, headers and the rate limit at once,
+    and a renewed certificate and key (and added client CAs) for new connections. Settings that
+    shape the TLS context itself (versions, ciphers, client auth type) need a restart."""
 
-    def provide_context(
-        _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]
-    ) -> ssl.SSLContext:
-        return context
+    def __init__(self, app: ASGIApp, web: WebConfig | None) -> None:
+        self._inner = app
+        self.web = web
+        self.context = build_ssl_context(web) if web is not None else None
+        if self.context is not None:
+            self.context.set_alpn_protocols(["http/1.1"])
+        self._app = secure_app(app, web) if web is not None else app
 
-    return uvicorn.Config(
-        secured, host=host, port=port, ssl_context_factory=provide_context, **kwargs
-    )
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    def reload(self, web: WebConfig) -> None:
+        """Apply ``web``; raises :class:`WebConfigError` (and changes nothing) when it cannot."""
+        if (web.tls_server_config is None) != (self.context is None):
+            raise WebConfigError("turning TLS on or off needs a restart")
+        if self.context is not None and web.tls_server_config is not None:
+            fresh = build_ssl_context(web)  # validates everything before touching the server
+            assert fresh is not None
+            tls = web.tls_server_config
+            cert = _pem("cert_file", tls.cert_file, tls.cert)
+            key = _pem("key_file", tls.key_file, tls.key.get_secret_value() if tls.key else None)
+            with _memory_file(cert) as cert_path, _memory_file(key) as key_path:
+                self.context.load_cert_chain(cert_path, key_path)
+            if tls.client_ca_file is not None or tls.client_ca is not None:
+                ca = _pem("client_ca_file", tls.client_ca_file, tls.client_ca)
+                self.context.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
+        self._app = secure_app(self._inner, web)
+        self.web = web
+
+    def uvicorn_config(self, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
+        """A uvicorn configuration serving this endpoint (plain HTTP without a TLS context);
+        uvicorn receives the context through ``ssl_context_factory``."""
+        context = self.context
+        if context is None:
+            return uvicorn.Config(self, host=host, port=port, **kwargs)
+
+        def provide_context(
+            _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]
+        ) -> ssl.SSLContext:
+            return context
+
+        return uvicorn.Config(
+            self, host=host, port=port, ssl_context_factory=provide_context, **kwargs
+        )
