@@ -407,3 +407,18 @@ def test_sighup_reopens_the_log_and_reloads_the_web_configs_users(
     assert status(d, "new secret") == 200
     assert d.stop() == 0
     assert "kept the current web config" in d.output()
+
+
+def test_durable_censuses_survive_a_restart(tmp_path: Path, daemons: list[Daemon]) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES))
+    state = tmp_path / "state"
+    d = run_daemon(daemons, log, state, "--from-start")
+    d.wait_lines(len(LAB_LINES))
+    before = d.json("/api/v1/summary")["durable"]
+    assert d.stop() == 0
+    d2 = run_daemon(daemons, log, state)
+    after = d2.json("/api/v1/summary")["durable"]
+    assert after == before
+    assert after["protocols"]["inbound"] == {"TLSv1.3": 39, "TLSv1.2": 9}
+    assert after["first_event"] is not None

@@ -99,6 +99,8 @@ def _is_address(text: str) -> bool:
 def _identify(peer: str) -> tuple[str, str | None, str | None]:
     """(key, host, address) of a peer as logged; the key is the host name in lower case, or the
     address when there is no name (``unknown[addr]``, IP-literal next hops)."""
+    host: str | None
+    addr: str | None
     host, addr, _ = split_peer(peer)
     if host is not None and addr is None and _is_address(host):
         host, addr = None, host  # "Host offered STARTTLS: [192.0.2.1]" (IP-literal next hop)

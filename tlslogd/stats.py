@@ -288,7 +288,10 @@ class Stats:
         return {
             "since": self.since,
             "totals": dict(self.totals),
+            "first_event_ts": self.first_event_ts,
             "last_event_ts": self.last_event_ts,
+            "protocols": self.protocols,
+            "reasons": self.reasons,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -296,4 +299,11 @@ class Stats:
         for key, value in data.get("totals", {}).items():
             if key in self.totals:
                 self.totals[key] = int(value)
+        self.first_event_ts = data.get("first_event_ts")
         self.last_event_ts = data.get("last_event_ts")
+        self.protocols = {
+            d: {k: int(v) for k, v in c.items()} for d, c in data.get("protocols", {}).items()
+        }
+        self.reasons = {
+            d: {k: int(v) for k, v in c.items()} for d, c in data.get("reasons", {}).items()
+        }

@@ -147,11 +147,12 @@ header p{margin:0;font-size:.85rem;opacity:.9}
 main{display:grid;gap:1rem;padding:1rem 1.25rem;grid-template-columns:minmax(0,1fr)}
 @media (min-width:720px){main{grid-template-columns:repeat(2,minmax(0,1fr))}
 .w2,.w4{grid-column:1/-1}}
-@media (min-width:1100px){main{grid-template-columns:repeat(4,minmax(0,1fr))}
+@media (min-width:1200px){main{grid-template-columns:repeat(4,minmax(0,1fr))}
 .w2{grid-column:span 2}.w4{grid-column:1/-1}}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.9rem 1rem;
 min-width:0;container-type:inline-size}
 h2{font-size:1rem;margin:0 0 .5rem}
+.kpi h2{font-size:.95rem}
 h3{font-size:.8rem;margin:.6rem 0 .2rem;text-transform:uppercase;letter-spacing:.04em;
 color:var(--muted)}
 p{margin:.4rem 0}
@@ -340,7 +341,7 @@ _CENSUS_TAGS: Final[Mapping[str, Callable[[str], str]]] = {
 def _census_table(label: str, direction: str, counts: Mapping[str, int]) -> str:
     total = sum(_int(n) for n in counts.values())
     if not total:
-        return f"<h3>{direction}</h3><p class='note'>No {direction} handshakes yet.</p>"
+        return f"<div><h3>{direction}</h3><p class='note'>No {direction} handshakes yet.</p></div>"
     tags = _CENSUS_TAGS.get(label)
     rows = []
     for key, raw in sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0])):
@@ -389,8 +390,9 @@ def _outbound_card(out: Mapping[str, Any], started: str) -> str:
         ),
     ]
     return (
-        '<section aria-labelledby="h-outbound"><h2 id="h-outbound">Outbound deliveries over TLS'
-        f'</h2><div class="big" id="outbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}'
+        '<section class="kpi" aria-labelledby="h-outbound">'
+        '<h2 id="h-outbound">Outbound deliveries over TLS</h2>'
+        f'<div class="big" id="outbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}'
         f"</div>{_meter(pct)}"
         f'<p class="note">Sent to remote servers since tlslogd started ({started}).</p>'
         f"{_dl(rows, bad=('outbound-plaintext', 'outbound-offered-plaintext'))}"
@@ -409,7 +411,8 @@ def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
         f"{_count(_int(sessions.get(k)))} {label}" for k, label in _SESSIONS_UNCOUNTED
     )
     return (
-        '<section aria-labelledby="h-inbound"><h2 id="h-inbound">Inbound sessions using TLS</h2>'
+        '<section class="kpi" aria-labelledby="h-inbound">'
+        '<h2 id="h-inbound">Inbound sessions over TLS</h2>'
         f'<div class="big" id="inbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
         f'{_meter(pct)}<p class="note">smtpd sessions since tlslogd started ({started}).</p>'
         f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
@@ -428,7 +431,8 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
     if other:
         rows.append(("unknown", other, "messages-unknown"))
     return (
-        '<section aria-labelledby="h-messages"><h2 id="h-messages">Inbound messages over TLS</h2>'
+        '<section class="kpi" aria-labelledby="h-messages">'
+        '<h2 id="h-messages">Inbound messages over TLS</h2>'
         f'<div class="big" id="messages-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
         f'{_meter(pct)}<p class="note">Queued by smtpd since tlslogd started ({started}).</p>'
         f"{_dl(rows, bad=('messages-plaintext',))}</section>"
@@ -443,10 +447,11 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
     link = "/api/v1/peers?category=legacy_protocol"
     since = _when(summary.get("since"))
     if peers or legacy:
+        who = f"{_count(peers)} peer{'' if peers == 1 else 's'}" if peers else "Some peers"
         verdict = (
             f'<p class="verdict bad" id="legacy-verdict" data-state="in-use">'
-            f'<a href="{link}" id="legacy-peers"{_attrs(data_value=peers)}>{_count(peers)} '
-            f"peer{'' if peers == 1 else 's'}</a> still use them</p>"
+            f'<a href="{link}" id="legacy-peers"{_attrs(data_value=peers)}>{who}</a> still '
+            f"use{'s' if peers == 1 else ''} them</p>"
             f"<p>Disabling TLSv1 and TLSv1.1 would break them: {_count(legacy)} of "
             f"{_count(handshakes)} handshakes since {since}.</p>"
         )
@@ -464,8 +469,8 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
             "<p>The answer appears after the first TLS handshakes.</p>"
         )
     return (
-        '<section aria-labelledby="h-legacy"><h2 id="h-legacy">Can TLSv1 and TLSv1.1 be '
-        f'switched off?</h2>{verdict}<p class="note"><a href="{link}">Peers on legacy '
+        '<section class="kpi" aria-labelledby="h-legacy"><h2 id="h-legacy">Switch off TLSv1 and '
+        f'TLSv1.1?</h2>{verdict}<p class="note"><a href="{link}">Peers on legacy '
         "protocols (JSON)</a></p></section>"
     )
 
@@ -590,7 +595,7 @@ def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str,
         f'<h2 id="h-{category}">{_e(title)} <span class="tag {"warn" if matching else "good"}"'
         f"{_attrs(id=f'peers-{category}-count', data_value=matching)}>"
         f"{_count(matching)} peer{'' if matching == 1 else 's'}</span></h2>"
-        f'<p class="note">{_e(note)} Events since {since}.</p>{body}'
+        f'<p class="note">{_e(note)} Counted since the state was created ({since}).</p>{body}'
         f'<p class="note"><a href="{link}">{link_text}</a></p></section>'
     )
 
@@ -700,34 +705,35 @@ def _config_checks(checks: list[Mapping[str, Any]]) -> str:
 
 def _banners(summary: Mapping[str, Any], state: str, idle: float) -> str:
     log = summary.get("log", {})
+    detail = log.get("detail") if isinstance(log.get("detail"), Mapping) else {}
+    name = _e(detail.get("path") or log.get("source") or "the log")
     out = [
         '<div class="banner warn" id="banner-offline" role="status" hidden><strong>tlslogd is '
-        "not answering</strong>The figures below are from the last update; retrying every "
+        "not answering.</strong> The figures below are from the last update; retrying every "
         f"{REFRESH_SECONDS} s.</div>"
     ]
     if state == "unhealthy":
         reason = log.get("reason") or "no reason given"
         out.append(
-            '<div class="banner bad" id="banner-log" role="alert"><strong>The log source is not '
-            f"healthy: {_e(reason)}</strong>tlslogd keeps serving and resumes by itself once "
-            f"<code>{_e(log.get('source') or 'the log')}</code> can be read; until then the "
-            "figures below do not move. If the file exists, make sure tlslogd may read it (group "
-            '<code>adm</code>). Details: <a href="/healthz">/healthz</a>.</div>'
+            '<div class="banner bad" id="banner-log" role="alert"><strong>tlslogd is not '
+            f"healthy: {_e(reason)}</strong> It keeps serving and retries by itself. While "
+            f"<code>{name}</code> cannot be read the figures below stand still; if it exists, "
+            "make sure tlslogd may read it (group <code>adm</code>). Details: "
+            '<a href="/healthz">/healthz</a> and tlslogd\'s own log.</div>'
         )
     elif state == "stale":
         lag = _int(log.get("lag_bytes"))
         out.append(
             '<div class="banner warn" id="banner-stale" role="alert"><strong>The log is stale: '
-            f"nothing read for {_ago(idle).removesuffix(' ago')}</strong>"
-            f"{_bytes(lag)} were written to <code>{_e(log.get('source') or 'the log')}</code> "
-            "since the last read. tlslogd may be stuck: check its own log and "
-            '<a href="/healthz">/healthz</a>.</div>'
+            f"nothing read for {_ago(idle).removesuffix(' ago')}.</strong> "
+            f"{_bytes(lag)} were written to <code>{name}</code> since the last read. tlslogd "
+            'may be stuck: check its own log and <a href="/healthz">/healthz</a>.</div>'
         )
     totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
     if state != "unhealthy" and not _int(totals.get("lines")):
         out.append(
             '<div class="banner info" id="banner-empty" role="status"><strong>No log lines read '
-            "yet</strong>With no saved state tlslogd starts at the end of the log "
+            "yet.</strong> With no saved state tlslogd starts at the end of the log "
             "(<code>--from-start</code> reads an existing file from its beginning): the figures "
             "appear as Postfix logs new mail.</div>"
         )
