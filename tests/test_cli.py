@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LAB_LOG
-from tlslogd.events import EventRecord
+from tlslogd.records import EventRecord
 
 LAB = LAB_LOG.read_text()
 

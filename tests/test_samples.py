@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import DATA, REFERENCE_TIME
-from tlslogd.events import to_record
 from tlslogd.parse import _BODY, _MESSAGE, _RFC5424, Parser
+from tlslogd.records import to_record
 
 SAMPLES = DATA / "samples"
 

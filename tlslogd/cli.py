@@ -19,10 +19,11 @@ from typing import IO, Any, BinaryIO, cast
 from tlslogd import __version__, summary
 from tlslogd.config import ConfigError, Settings, effective, load_settings
 from tlslogd.destinations import DestinationTable
-from tlslogd.events import Event, to_record
+from tlslogd.events import Event
 from tlslogd.parse import Parser
 from tlslogd.peers import CATEGORIES, PeerTable
 from tlslogd.pipeline import Pipeline
+from tlslogd.records import to_record
 from tlslogd.sessions import Correlator, LocalNetworks
 from tlslogd.stats import Stats
 from tlslogd.web import BadRequest, parse_since
