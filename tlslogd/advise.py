@@ -31,7 +31,7 @@ from tlslogd.destinations import (
     UNKNOWN,
     Destination,
 )
-from tlslogd.peers import PeerEntry
+from tlslogd.peers import PeerTable
 
 LEVELS = ("secure", "encrypt", "remove_none", "may")
 
@@ -227,7 +227,7 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
 
 def advise(
     destinations: Iterable[Destination],
-    peers: Iterable[PeerEntry],
+    peers: PeerTable,
     *,
     since: float | None,
     until: float | None,
@@ -256,7 +256,7 @@ def advise(
     legacy_in = [
         {
             "peer": peer.key,
-            "domain": peer.domain,
+            "domain": peers.domain_of(peer),
             "handshakes": peer.counts["legacy_protocol"],
             "protocols": dict(peer.protocols),
             "last_seen": _day(peer.last_seen),

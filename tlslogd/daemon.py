@@ -263,7 +263,7 @@ class Daemon:
         self, category: str | None, since: float | None, limit: int, sort: str
     ) -> tuple[int, list[dict[str, Any]]]:
         rows = self.stats.peers.query(category=category, since=since, sort=sort, limit=10**9)
-        return len(rows), [p.to_json() for p in rows[:limit]]
+        return len(rows), [self.stats.peers.row(p) for p in rows[:limit]]
 
     def status_page(self) -> str:
         return render_status(self.summary(), summary.peers(self.stats, limit=10))

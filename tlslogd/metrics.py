@@ -227,7 +227,9 @@ class Collector(prometheus_client.registry.Collector):
             best, rest, having = stats.peers.top(category, top)
             distinct.add_metric((category,), having)
             for peer in best:
-                ranking.add_metric((category, peer.key, peer.domain or ""), peer.counts[category])
+                ranking.add_metric(
+                    (category, peer.key, stats.peers.domain_of(peer) or ""), peer.counts[category]
+                )
             if having > len(best):
                 ranking.add_metric((category, "_other", ""), rest)
         yield distinct

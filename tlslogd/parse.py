@@ -51,6 +51,10 @@ _Fields = tuple[str | None, str, str, int | None, float | None]
 
 _QID = r"[0-9A-Za-z]{5,20}"  # short hex or long queue IDs, and NOQUEUE
 
+# tlsproxy's CONNECT/DISCONNECT lines look like postscreen's, which are far more frequent: look
+# behind for the tlsproxy tag (one fixed-width look-behind per pid length).
+_TLSPROXY = "(?:" + "|".join(rf"(?<=tlsproxy\[\d{{{n}}}\]:\ )" for n in range(1, 8)) + ")"
+
 # The message alternatives. Every alternative starts with literal text (so the regex engine
 # rejects a branch on its first character) and ends with an empty named group -- the marker --
 # that names the handler building its event (``Match.lastgroup`` is the last group closed).
@@ -93,7 +97,7 @@ _ALTERNATIVES = rf"""
 |(?P<lost_what>lost\ connection|timeout|too\ many\ errors)\ after\ STARTTLS
   \ from\ (?P<lost_peer>\S+)(?P<lost>)
 |(?:warning:\ )?TLS\ library\ problem:\ (?:\d+:)?(?P<lib_text>[^\n]*)(?P<lib>)
-|(?P<tp_what>CONNECT|DISCONNECT)\ (?:(?P<tp_dir>to|from)\ )?
+|{_TLSPROXY}(?P<tp_what>CONNECT|DISCONNECT)\ (?:(?P<tp_dir>to|from)\ )?
   (?P<tp_peer>\[[^\]\n]*\](?::\d+)?)(?P<tp>)
 |(?:warning:\ )?TLS\ handshake\ failed\ for\ service=(?P<hsf_svc>\S+)
   \ peer=(?P<hsf_peer>\S+)(?P<hsf>)
@@ -110,6 +114,41 @@ _ALTERNATIVES = rf"""
 
 _MESSAGE: Final = re.compile(r"\]:\ (?:" + _ALTERNATIVES + ")", re.X)
 _BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
+assert _MESSAGE.groupindex == _BODY.groupindex  # handlers read groups by number from either
+
+
+def _groups(*names: str) -> tuple[int, ...]:
+    """Group numbers, for the handlers of frequent lines (faster than looking up names)."""
+    return tuple(_MESSAGE.groupindex[n] for n in names)
+
+
+_TLS_GROUPS: Final = _groups(
+    "tls_trust",
+    "tls_state",
+    "tls_dir",
+    "tls_peer",
+    "tls_sni",
+    "tls_proto",
+    "tls_cipher",
+    "tls_bits",
+    "tls_alg",
+    "tls_rest",
+)
+_DLV_GROUPS: Final = _groups(
+    "qid",
+    "dlv_to",
+    "dlv_relay",
+    "dlv_cu",
+    "dlv_delay",
+    "dlv_delays",
+    "dlv_tls",
+    "dlv_dsn",
+    "dlv_status",
+    "dlv_text",
+)
+_CLI_GROUPS: Final = _groups("qid", "cli_peer", "cli_rest")
+_CONN_GROUP: Final = _MESSAGE.groupindex["conn_peer"]
+_DISC_GROUPS: Final = _groups("disc_peer", "disc_rest")
 
 _LEVEL = r"(?i:emerg|alert|crit|err|error|warn|warning|notice|info|debug)"
 _SEVERITY = rf"(?:[a-z0-9]+\.)?{_LEVEL}"
@@ -465,8 +504,6 @@ class Parser:
             bracket = m.start()
             start = rfind("\n", 0, bracket) + 1
             kind = m.lastgroup
-            if kind == "tp" and text.find("tlsproxy[", start, bracket) < 0:
-                continue  # postscreen logs CONNECT/DISCONNECT lines of the same shape
             if kind == "rep":
                 for repeated in self._repeated(m, text, start, bracket, with_lines):
                     if starts is not None:
@@ -628,18 +665,7 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event:
-        trust, state, way, peer, sni, proto, cipher, bits, alg, rest = m.group(
-            "tls_trust",
-            "tls_state",
-            "tls_dir",
-            "tls_peer",
-            "tls_sni",
-            "tls_proto",
-            "tls_cipher",
-            "tls_bits",
-            "tls_alg",
-            "tls_rest",
-        )
+        trust, state, way, peer, sni, proto, cipher, bits, alg, rest = m.group(*_TLS_GROUPS)
         ev = TlsEstablished(
             host,
             tag,
@@ -681,18 +707,7 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event:
-        qid, to, relay, cu, delay, delays, tlsf, dsn, status, text = m.group(
-            "qid",
-            "dlv_to",
-            "dlv_relay",
-            "dlv_cu",
-            "dlv_delay",
-            "dlv_delays",
-            "dlv_tls",
-            "dlv_dsn",
-            "dlv_status",
-            "dlv_text",
-        )
+        qid, to, relay, cu, delay, delays, tlsf, dsn, status, text = m.group(*_DLV_GROUPS)
         if text is not None and text.endswith(")"):
             text = text[:-1]
         return Delivery(
@@ -723,12 +738,12 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event:
-        rest = m.group("cli_rest")
+        qid, peer, rest = m.group(*_CLI_GROUPS)
         sasl = None
         i = rest.find("sasl_method=")
         if i >= 0:
             sasl = rest[i + 12 :].split(",", 1)[0].strip() or None
-        return MessageReceived(host, tag, svc, pid, ts, m.group("qid"), m.group("cli_peer"), sasl)
+        return MessageReceived(host, tag, svc, pid, ts, qid, peer, sasl)
 
     def _connect(
         self,
@@ -741,7 +756,7 @@ class Parser:
     ) -> Event | None:
         if svc != "smtpd":
             return None
-        return SessionStart(host, tag, svc, pid, ts, m.group("conn_peer"))
+        return SessionStart(host, tag, svc, pid, ts, m.group(_CONN_GROUP))
 
     def _disconnect(
         self,
@@ -754,7 +769,8 @@ class Parser:
     ) -> Event | None:
         if svc != "smtpd":
             return None
-        return SessionEnd(host, tag, svc, pid, ts, m.group("disc_peer"), m.group("disc_rest"))
+        peer, rest = m.group(*_DISC_GROUPS)
+        return SessionEnd(host, tag, svc, pid, ts, peer, rest)
 
     def _offered(
         self,

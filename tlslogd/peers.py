@@ -20,7 +20,7 @@ from tlslogd.events import split_peer
 
 CATEGORIES = (
     "plaintext_out",  # outbound deliveries sent without TLS
-    "offered_not_used",  # outbound: the server offered STARTTLS and we sent in plaintext
+    "offered_not_used",  # outbound: sent in plaintext although the server offered STARTTLS
     "legacy_protocol",  # TLSv1, TLSv1.1, SSLv3 handshakes, either direction
     "inbound_no_starttls",  # clients that spoke EHLO and never used STARTTLS
     "tls_failure",  # failed TLS attempts
@@ -34,7 +34,7 @@ _MAX_KEY = 255
 class PeerEntry:
     key: str
     host: str | None
-    domain: str | None
+    domain: str | None  # registrable domain; None until computed, "" when there is none
     first_seen: float
     last_seen: float
     addrs: list[str] = field(default_factory=list)
@@ -53,7 +53,7 @@ class PeerEntry:
             "peer": self.key,
             "host": self.host,
             "addresses": list(self.addrs),
-            "domain": self.domain,
+            "domain": self.domain or None,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "counts": {c: self.counts.get(c, 0) for c in CATEGORIES},
@@ -151,7 +151,7 @@ class PeerTable:
         now = ts if ts is not None else 0.0
         entry = self._peers.get(key)
         if entry is None:
-            entry = PeerEntry(key, host, self._domain(host), now, now)
+            entry = PeerEntry(key, host, None, now, now)
             self._peers[key] = entry
             self.removed.discard(key)
             if len(self._peers) > self.max_peers:
@@ -169,6 +169,18 @@ class PeerTable:
             entry.addrs.append(addr)
         self.dirty.add(key)
         return entry
+
+    def domain_of(self, entry: PeerEntry) -> str | None:
+        """The peer's registrable domain (``mx2.example.co.uk`` -> ``example.co.uk``), computed
+        on first use: the public suffix list is loaded only when someone asks."""
+        if entry.domain is None:
+            entry.domain = self._domain(entry.host) or ""
+        return entry.domain or None
+
+    def row(self, entry: PeerEntry) -> dict[str, Any]:
+        """The peer as the JSON API shows it."""
+        self.domain_of(entry)
+        return entry.to_json()
 
     def _domain(self, host: str | None) -> str | None:
         if not host or _is_address(host) or "." not in host:

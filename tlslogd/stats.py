@@ -205,12 +205,12 @@ class Stats:
                 ] += 1
             else:
                 totals["unknown_tls_deliveries"] += 1
+        if ev.scope != "remote":
+            return  # a content filter or LMTP server may offer STARTTLS and be told not to use it
         if ev.offered:
             self._count("offered_plaintext", (ev.service, ev.program, status))
             if sent:
                 totals["offered_plaintext_deliveries"] += 1
-        if ev.scope != "remote":
-            return
         peer = self.peers.touch(ev.relay, ev.ts)
         legacy = ev.tls_protocol in LEGACY_PROTOCOLS
         relay = None
@@ -236,7 +236,10 @@ class Stats:
             peer.tls_deliveries += 1
             peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
         elif ev.tls == "no" and sent:
-            peer.counts["plaintext_out"] = peer.counts.get("plaintext_out", 0) + 1
+            counts = peer.counts
+            counts["plaintext_out"] = counts.get("plaintext_out", 0) + 1
+            if ev.offered:
+                counts["offered_not_used"] = counts.get("offered_not_used", 0) + 1
 
     def _session(self, ev: SessionEnd) -> None:
         starttls = ev.starttls or "unknown"
@@ -268,9 +271,6 @@ class Stats:
     def _offered(self, ev: StarttlsOffered) -> None:
         self._count("offered", (ev.service, ev.program))
         self.totals["starttls_offered"] += 1
-        peer = self.peers.touch(ev.peer, ev.ts)
-        if peer is not None:
-            peer.counts["offered_not_used"] = peer.counts.get("offered_not_used", 0) + 1
 
     def _failure(self, ev: TlsFailure) -> None:
         self._count("failures", (ev.direction, ev.service, ev.program, ev.reason))

@@ -101,7 +101,7 @@ def by_program(stats: Stats) -> dict[str, dict[str, int]]:
 
 def peers(stats: Stats, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
     return {
-        category: [p.to_json() for p in stats.peers.query(category=category, limit=limit)]
+        category: [stats.peers.row(p) for p in stats.peers.query(category=category, limit=limit)]
         for category in CATEGORIES
     }
 

@@ -492,12 +492,14 @@ class FileSource:
         """Find the file to read and where to start, from the saved position if there is one."""
         try:
             current: _Tail | None = self._open(self._path)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             current = None
+            self._path_problem(exc)  # reported at once: /healthz must not say ok meanwhile
         except OSError as exc:
             self._path_problem(exc)
             return
-        self._resolve("path")
+        else:
+            self._resolve("path")
         saved = self._saved
         if current is not None:
             try:
