@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -251,6 +250,7 @@ class FileSource:
         max_chunk_bytes: int = 1 << 20,
         max_line_bytes: int = 4 << 20,
         rotate_grace: float = 5.0,
+        coalesce: float = 0.1,
         watch: bool = True,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
@@ -267,6 +267,7 @@ class FileSource:
         self._max_chunk = max_chunk_bytes
         self._max_line = max_line_bytes
         self._grace = rotate_grace
+        self._coalesce = coalesce
         self._watch = watch
         self._clock = clock
         self._log = logger or logging.getLogger(__name__)
@@ -313,7 +314,11 @@ class FileSource:
         """Yield chunks until :meth:`close`, sleeping until the log changes when idle."""
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
-        wake = functools.partial(loop.call_soon_threadsafe, changed.set)
+
+        def wake() -> None:  # watchdog's thread: one wake-up per idle period is enough
+            if not changed.is_set():
+                loop.call_soon_threadsafe(changed.set)
+
         self._wake = wake
         if self._watch:
             self._start_observer(wake)
@@ -323,7 +328,9 @@ class FileSource:
                 chunk = self.read_available()
                 if chunk is not None:
                     yield chunk
-                    await asyncio.sleep(0)
+                    # caught up: let lines gather for a moment instead of waking for every write
+                    caught_up = len(chunk.data) < self._max_chunk
+                    await asyncio.sleep(self._coalesce if caught_up else 0)
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self._poll_interval)
