@@ -1,0 +1,1 @@
+"""End-to-end suite: a real Postfix on loopback, tlslogd following its log, a real Prometheus."""
