@@ -152,6 +152,10 @@ _DISC_GROUPS: Final = _groups("disc_peer", "disc_rest")
 
 _LEVEL = r"(?i:emerg|alert|crit|err|error|warn|warning|notice|info|debug)"
 _SEVERITY = rf"(?:[a-z0-9]+\.)?{_LEVEL}"
+# a severity column where a host name would be ("2026-11-25T21:54:25+00:00 INFO postfix/smtpd[1]")
+_SEVERITY_WORDS: Final = frozenset(
+    ("EMERG", "ALERT", "CRIT", "ERR", "ERROR", "WARN", "WARNING", "NOTICE", "INFO", "DEBUG")
+)
 
 # Every header shape seen in real maillogs, from the line start to the tag's ``[pid``:
 #   Nov  5 09:03:07 mx postfix/smtpd[1234          classic syslog (RFC 3164), and "Nov 05",
@@ -186,7 +190,7 @@ _HEADER: Final = re.compile(
 _RFC5424: Final = re.compile(
     r"""(?m)^(?:<\d{1,3}>|[A-Z][a-z]{2}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s+\S+\s+)1
     \ (?P<ts>\S+)\ (?P<host>\S+)\ (?P<tag>\S+)\ (?P<pid>\S+)\ \S+
-    \ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+)(?:\ (?:\ufeff)?|$)""",
+    \ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+)(?:\ (?:\ufeff)?\ ?|$)""",
     re.X,
 )
 
@@ -204,6 +208,26 @@ _CURVES: Final = {
     "p-521": "P-521",
     "secp521r1": "P-521",
 }
+
+
+def _daemon_of(ev: Event) -> str:
+    """The Postfix daemon behind an RFC 5424 line whose APP-NAME is just ``postfix``.
+
+    rsyslog's default parser cuts the tag at the first slash, so ``postfix/smtpd`` arrives as
+    ``postfix`` and the daemon must be told from the message: a delivery names its transport in
+    ``relay=`` (``local``, ``virtual``) or is the smtp client's, and anything else with a
+    direction is the SMTP server's (inbound) or client's (outbound). tlsproxy cannot be told
+    apart that way: its lines count as the smtp client's."""
+    if isinstance(ev, Delivery):
+        return ev.relay if ev.relay in ("local", "virtual") else "smtp"
+    if isinstance(ev, TlsproxyConnection):
+        return "tlsproxy"
+    direction = getattr(ev, "direction", None)
+    if direction == INBOUND:
+        return "smtpd"
+    if direction == OUTBOUND:
+        return "smtp"
+    return ev.service
 
 
 def _param(text: str) -> str:
@@ -519,7 +543,7 @@ class Parser:
             service = services.get(tag) or self._service(tag)
             handler = handlers.get(kind)  # type: ignore[arg-type]
             ev: Event | None
-            if ts is not None and pid.isdigit() and host:
+            if ts is not None and pid.isdigit() and host and host not in _SEVERITY_WORDS:
                 if handler is None:
                     ev = self._unrecognised(text, start, find, (host, tag, service, int(pid), ts))
                 else:
@@ -565,6 +589,8 @@ class Parser:
             ev = handler(body, *fields) if handler else Unrecognised(*fields)
             if ev is None:
                 continue
+            if ev.service == "postfix":
+                ev.service = _daemon_of(ev)
             if with_lines:
                 ev.line = text[start:end]
             found.append((start, ev))
@@ -595,7 +621,7 @@ class Parser:
         head, _, tagpid = text[start:end].rpartition(" ")
         tag, _, pid = tagpid.partition("[")
         stamp, _, host = head.rpartition(" ")
-        if stamp and host and pid.isdigit() and "[" not in host:
+        if stamp and host and pid.isdigit() and "[" not in host and host not in _SEVERITY_WORDS:
             ts = self.timestamps.parse(stamp)
             if ts is not None:
                 return host, tag, self._service(tag), int(pid), ts
@@ -754,7 +780,7 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event | None:
-        if svc != "smtpd":
+        if svc != "smtpd" and svc != "postfix":  # "postfix": see _daemon_of
             return None
         return SessionStart(host, tag, svc, pid, ts, m.group(_CONN_GROUP))
 
@@ -767,7 +793,7 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event | None:
-        if svc != "smtpd":
+        if svc != "smtpd" and svc != "postfix":
             return None
         peer, rest = m.group(*_DISC_GROUPS)
         return SessionEnd(host, tag, svc, pid, ts, peer, rest)
@@ -967,7 +993,7 @@ class Parser:
         pid: int | None,
         ts: float | None,
     ) -> Event | None:
-        if svc != "master":
+        if svc != "master" and svc != "postfix":
             return None
         return PostfixStarted(host, tag, svc, pid, ts, m.group("ms_version"))
 

@@ -168,6 +168,8 @@ class Correlator:
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
         self._scopes: dict[str, str] = {}
+        # tlsproxy's last "TLS library problem" per process: the reason of its next failure
+        self._proxy_library: dict[Key, TlsFailure] = {}
         self._handlers: dict[type[Event], Callable[[Any, Emit], None]] = {
             Delivery: self._delivery,
             TlsEstablished: self._tls,
@@ -362,11 +364,12 @@ class Correlator:
 
     def _failure(self, ev: TlsFailure, emit: Emit) -> None:
         if ev.service == "tlsproxy":
-            if ev.source == "tlsproxy" and ev.direction == INBOUND:
-                emit(ev)  # postscreen's STARTTLS: nobody else logs this session
-            return  # outbound: the smtp client logs the failure of its delivery itself
+            self._proxy_failure(ev, emit)
+            return
         entry = self._entry(ev, emit)
         pending = entry.failure
+        if ev.source == "lost" and pending is None and entry.tls is not None:
+            return  # "lost connection/timeout after STARTTLS" once the handshake had succeeded
         if ev.source == "reason":  # "QUEUEID: Cannot start TLS: ..." before trying another MX
             emit(merge_failure(pending, ev) if pending is not None else ev)
             entry.failure = None
@@ -381,6 +384,24 @@ class Correlator:
             entry.failure = merge_failure(pending, ev)
         if ev.source == "ssl_error":
             entry.tls = None
+
+    def _proxy_failure(self, ev: TlsFailure, emit: Emit) -> None:
+        """postscreen's STARTTLS runs in tlsproxy, and nobody else logs it: its "TLS handshake
+        failed" line is the failure, with the reason of the library warning just before it.
+        Outbound, the smtp client logs the failure of its delivery itself."""
+        key = (ev.host, ev.program, ev.pid)
+        if ev.source == "library":
+            if len(self._proxy_library) >= 1024:
+                self._proxy_library.clear()
+            self._proxy_library[key] = ev
+            return
+        library = self._proxy_library.pop(key, None)
+        if ev.source != "tlsproxy" or ev.direction != INBOUND:
+            return
+        if library is not None and (ev.ts or 0.0) - (library.ts or 0.0) <= 1.0:
+            ev.reason = library.reason
+            ev.detail = f"{ev.detail}; {library.detail}"
+        emit(ev)
 
     # -- inbound (smtpd) -------------------------------------------------------------------------
 
@@ -432,6 +453,9 @@ class Correlator:
             ev.starttls = "not_used"
         else:
             ev.starttls = "no_ehlo"
+        succeeded = starttls is not None and starttls[0] >= starttls[1] > 0
+        if failure is not None and failure.source == "lost" and succeeded:
+            failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
         emit(ev)
         if failure is not None:
             if failure.peer is None:
