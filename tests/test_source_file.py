@@ -782,3 +782,22 @@ def test_other_tasks_run_while_a_backlog_is_read(log: Path) -> None:
     received, ticks = run_chunks(scenario)
     assert received == 2_000_000
     assert ticks >= 20
+
+
+def test_a_backlog_is_read_without_pausing_between_chunks(log: Path) -> None:
+    # Once caught up the reader lets new lines gather for `coalesce` seconds before it reads
+    # again; while a backlog remains it must not pause at all.
+    log.write_bytes((b"y" * 99 + b"\n") * 20_000)
+
+    async def scenario() -> int:
+        source = FileSource(
+            log, position=None, from_start=True, max_chunk_bytes=1 << 16, coalesce=30.0
+        )
+        chunks = source.chunks()
+        received = 0
+        while received < 2_000_000:
+            received += len((await asyncio.wait_for(anext(chunks), 5)).data)
+        source.close()
+        return received
+
+    assert run_chunks(scenario) == 2_000_000

@@ -268,6 +268,7 @@ class FileSource:
         self._max_line = max_line_bytes
         self._grace = rotate_grace
         self._coalesce = coalesce
+        self._read_full = False  # the last read filled its buffer: more is waiting
         self._watch = watch
         self._clock = clock
         self._log = logger or logging.getLogger(__name__)
@@ -329,8 +330,7 @@ class FileSource:
                 if chunk is not None:
                     yield chunk
                     # caught up: let lines gather for a moment instead of waking for every write
-                    caught_up = len(chunk.data) < self._max_chunk
-                    await asyncio.sleep(self._coalesce if caught_up else 0)
+                    await asyncio.sleep(0 if self._read_full else self._coalesce)
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self._poll_interval)
@@ -666,6 +666,7 @@ class FileSource:
             self._read_problem(tail, exc)
             return None
         self._resolve("read")
+        self._read_full = len(data) == size
         if not data:
             return None
         return self._consume(tail, data)
