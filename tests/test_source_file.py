@@ -801,3 +801,45 @@ def test_a_backlog_is_read_without_pausing_between_chunks(log: Path) -> None:
         return received
 
     assert run_chunks(scenario) == 2_000_000
+
+
+def test_lines_written_one_by_one_do_not_wake_the_reader_each(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # syslog daemons write a line at a time: while lines flow, the reader reads every
+    # `coalesce` seconds and file-system events for appends are not even delivered
+    from tlslogd.sources import file as file_source
+
+    delivered = 0
+    original = file_source._Wakeup.on_any_event
+
+    def counting(self: Any, event: Any) -> None:
+        nonlocal delivered
+        delivered += 1
+        original(self, event)
+
+    monkeypatch.setattr(file_source._Wakeup, "on_any_event", counting)
+    log.write_bytes(b"")
+
+    async def scenario() -> int:
+        source = FileSource(log, position=None, from_start=True, poll_interval=30.0)
+        chunks = source.chunks()
+        first = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0.1)
+        received = 0
+
+        async def write() -> None:
+            for i in range(300):
+                append(log, b"line %d\n" % i)
+                await asyncio.sleep(0.005)
+
+        writer = asyncio.ensure_future(write())
+        received += (await asyncio.wait_for(first, 5)).lines
+        while received < 300:
+            received += (await asyncio.wait_for(anext(chunks), 5)).lines
+        await writer
+        source.close()
+        return received
+
+    assert run_chunks(scenario) == 300
+    assert delivered < 30  # 300 writes

@@ -1,7 +1,10 @@
 """Follow a log file by its path, across rotations, truncations, restarts and crashes.
 
-The source follows a *path*, not a file descriptor. File-system events only wake it up; what
-actually happened is always decided by looking at the file: when a read hits the end of the file
+The source follows a *path*, not a file descriptor. File-system events (watchdog) only wake it
+up: a rotation at any time, an append only when the reader is idle; while lines flow it reads
+again every ``coalesce`` seconds, because syslog daemons write line by line and an event per
+line would cost more than the lines. What actually happened is always decided by looking at the
+file: when a read hits the end of the file
 (and at least every ``poll_interval`` seconds) the path is stat-ed and compared with the open
 descriptor:
 
@@ -45,7 +48,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from tlslogd.sources import Chunk, SourceHealth
 
@@ -54,12 +57,9 @@ HEAD_BYTES = 4096
 
 _BACKSCAN_BYTES = 1 << 16
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-_WAKE_EVENTS: list[type[FileSystemEvent]] = [
-    FileModifiedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-]
+# Events that wake the reader: a rotation at any time, an append only while it is idle.
+_ROTATION_EVENTS: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
+_APPEND_EVENTS: list[type[FileSystemEvent]] = [FileModifiedEvent]
 
 
 def _digest(data: bytes) -> str:
@@ -291,6 +291,9 @@ class FileSource:
         self._errors = {"missing": 0, "permission": 0, "io": 0, "long_line": 0}
 
         self._observer: BaseObserver | None = None
+        self._wakeup: _Wakeup | None = None
+        self._observed: ObservedWatch | None = None
+        self._appends_watched = False
         self._wake: Callable[[], object] | None = None
 
     # ----------------------------------------------------------------------------- public API
@@ -328,10 +331,15 @@ class FileSource:
                 changed.clear()
                 chunk = self.read_available()
                 if chunk is not None:
+                    # Lines are flowing: read again after a moment instead of being woken for
+                    # every write (syslog daemons write line by line; each event costs watchdog
+                    # far more than reading the lines it announces).
+                    self._watch_appends(False)
                     yield chunk
-                    # caught up: let lines gather for a moment instead of waking for every write
                     await asyncio.sleep(0 if self._read_full else self._coalesce)
                     continue
+                if self._watch_appends(True):
+                    continue  # armed just now: look once more for a write made before that
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self._poll_interval)
         finally:
@@ -813,11 +821,13 @@ class FileSource:
 
     def _start_observer(self, wake: Callable[[], object]) -> None:
         observer = Observer()
+        wakeup = self._wakeup = _Wakeup(self._name, wake)
         try:
-            observer.schedule(_Wakeup(self._name, wake), self._dir, event_filter=_WAKE_EVENTS)
+            self._observed = observer.schedule(wakeup, self._dir, event_filter=_ROTATION_EVENTS)
             observer.start()
         except OSError as exc:
             observer.stop()
+            self._observed = None
             self._log.warning(
                 "cannot watch %s (%s); checking for new lines every %g s",
                 self._dir,
@@ -826,9 +836,36 @@ class FileSource:
             )
             return
         self._observer = observer
+        self._appends_watched = False
+
+    def _watch_appends(self, on: bool) -> bool:
+        """Be woken by appends to the log, or only by rotations; True when this armed the
+        append watch. watchdog shares one inotify watch per directory and keeps the widest
+        event mask it was ever given, so the watch is replaced, not added to."""
+        observer, wakeup = self._observer, self._wakeup
+        if observer is None or wakeup is None or on == self._appends_watched:
+            return False
+        events = _ROTATION_EVENTS + _APPEND_EVENTS if on else _ROTATION_EVENTS
+        if self._observed is not None:
+            observer.unschedule(self._observed)
+            self._observed = None
+        try:
+            self._observed = observer.schedule(wakeup, self._dir, event_filter=events)
+        except OSError as exc:
+            self._log.warning(
+                "cannot watch %s (%s); checking for new lines every %g s",
+                self._dir,
+                exc.strerror or exc,
+                self._poll_interval,
+            )
+            self._stop_observer()
+            return False
+        self._appends_watched = on
+        return on
 
     def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
+        self._observed = None
         if observer is not None:
             observer.stop()
             observer.join()
