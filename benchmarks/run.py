@@ -866,7 +866,8 @@ def live(bench: Bench, corpus: Corpus) -> dict[str, Any]:
 
 
 class Tail:
-    """Appends corpus lines to the live log at a steady rate, in 10 ms steps."""
+    """Appends corpus lines to the live log at a steady rate, one write per line, in 10 ms
+    steps."""
 
     def __init__(
         self, daemon: Daemon, fd: int, source: Iterator[bytes], stamp: Restamper, rate: int
@@ -886,9 +887,9 @@ class Tail:
         tick = start
         while (now := time.perf_counter()) < start + seconds:
             due = int((now - start) * self.rate) - written
-            if due > 0:
-                os.write(self.fd, b"".join(self.stamp(next(self.source)) for _ in range(due)))
-                written += due
+            for _ in range(due):  # a write per line, as postlogd and syslog daemons do
+                os.write(self.fd, self.stamp(next(self.source)))
+                written += 1
             if not probe and now >= next_scrape:
                 with contextlib.suppress(OSError):
                     http_get(self.daemon.url("/metrics"))
