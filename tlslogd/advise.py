@@ -2,7 +2,9 @@
 
 For each destination, the deliveries of the window decide: ``secure`` (with a ``match=`` built
 from the relay names seen) when every one of enough deliveries over enough days went over TLS
-to a Trusted or Verified certificate, ``encrypt`` when every one went over TLS, removing a
+to a Trusted or Verified certificate -- for relays known only by address, whose certificate
+name the log does not say, ``encrypt`` now and ``secure`` once the name is checked --,
+``encrypt`` when every one went over TLS, removing a
 ``none`` override when the server offered STARTTLS that we did not use, and ``may`` -- with the
 reason -- everywhere else. Never enforcement on thin evidence. It also lists who would break if
 TLSv1 and TLSv1.1 were disabled.
@@ -47,7 +49,7 @@ class Proposal:
     destination: str  # the smtp_tls_policy_maps key: a recipient domain, or [address]:port
     domain: str
     level: str  # secure | encrypt | remove_none | may
-    policy: str | None  # the map's value, or None to keep what is there
+    policy: str | None  # the map's value now, or None to keep what is there
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -105,7 +107,12 @@ def _key(d: Destination, since: float | None) -> tuple[str, list[str]]:
     first = None if since is None else int(since // DAY)
     relays = sorted(r for r, day in d.relays.items() if first is None or day >= first)
     ip_literal = bool(relays) and all(r.startswith("[") for r in relays)
-    return (relays[0] if ip_literal and len(relays) == 1 else d.domain), relays
+    if not (ip_literal and len(relays) == 1):
+        return d.domain, relays
+    address, _, port = relays[0][1:].partition("]")
+    if ":" in address:  # Postfix writes an IPv6 next hop as [ipv6:address]
+        return f"[ipv6:{address}]{port}", relays
+    return relays[0], relays
 
 
 def _groups(
@@ -211,11 +218,12 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
                 "checks for this next hop; keep it",
             )
         return proposal(
+            "secure",
             "encrypt",
-            "encrypt",
-            f"all {sent} deliveries used TLS with a trusted certificate, but the relays are "
-            "addresses: 'secure' needs the certificate's name, which smtp_tls_loglevel = 1 "
-            "does not log",
+            f"all {sent} deliveries over {len(days)} days used TLS with a trusted certificate "
+            f"({trust}), but the relays are addresses and smtp_tls_loglevel = 1 does not log the "
+            "certificate's name that 'secure' must match: enforce encryption now, then find the "
+            f"name (posttls-finger -c -l secure '{g.key}') and use 'secure match=NAME'",
         )
     return proposal(
         "encrypt",

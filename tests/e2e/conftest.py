@@ -69,6 +69,11 @@ def missing_requirements() -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_traffic`` send more mail: they run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("after_traffic") is not None)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -139,6 +144,7 @@ class Run:
     first_process_lines: int  # lines the first process had read when it was stopped
     first_process_scrape: float  # Prometheus time of the first process's last scrape
     maillog: Path  # a copy of the main maillog when the traffic was over
+    artifacts: Path  # where the run keeps its logs and transcripts
 
     def total(self, expr: str) -> float:
         """``sum(expr)`` over the whole run: the first process's last scrape plus now."""
@@ -214,7 +220,7 @@ def prometheus(tlslogd: Tlslogd, e2e_dir: Path) -> Iterator[Prometheus]:
         server.stop()
 
 
-def _send(swaks: Swaks, lab: Lab, message: Message) -> None:
+def send(swaks: Swaks, lab: Lab, message: Message) -> None:
     port = getattr(lab.ports, message.listener)
     to = f"{message.name}@{PEERS[message.peer].domain}"
     sent = swaks.send(message.name, to, message.server, port, *message.swaks)
@@ -257,7 +263,7 @@ def run(lab: Lab, tlslogd: Tlslogd, prometheus: Prometheus, e2e_dir: Path) -> Ru
     swaks = Swaks(e2e_dir / "swaks", swaks_prefix() or [])
     lab.start()
     for message in PHASE_1:
-        _send(swaks, lab, message)
+        send(swaks, lab, message)
     held = HeldSession(lab, f"held-across-restart@{PEERS[HELD_PEER].domain}")
     try:
         lab.wait_idle(timeout=60)
@@ -265,15 +271,15 @@ def run(lab: Lab, tlslogd: Tlslogd, prometheus: Prometheus, e2e_dir: Path) -> Ru
         exit_code = tlslogd.stop()
         held.finish()
         for message in WHILE_STOPPED:
-            _send(swaks, lab, message)
+            send(swaks, lab, message)
         tlslogd.start()
     finally:
         held.close()
     for message in PHASE_2:
-        _send(swaks, lab, message)
+        send(swaks, lab, message)
     # retries, the plaintext fallback, expiry of what cannot be delivered and its bounce
     lab.wait_idle(timeout=QUEUE_LIFETIME * 5 + 30, quiet=3)
     _caught_up(lab, tlslogd, prometheus)
     maillog = e2e_dir / "maillog.final.log"
     shutil.copyfile(lab.main.maillog, maillog)
-    return Run(lab, tlslogd, prometheus, exit_code, first_lines, first_scrape, maillog)
+    return Run(lab, tlslogd, prometheus, exit_code, first_lines, first_scrape, maillog, e2e_dir)
