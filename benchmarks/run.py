@@ -409,6 +409,13 @@ class Bench:
                 time.sleep(max(0.0, tick - time.perf_counter()))
             wall = round(time.perf_counter() - d.started, 4)
             sample = Sample(cpu=proc_cpu(d.pid), wall=wall, rss_mb=proc_hwm_mb(d.pid))
+            # caught up: what a scrape costs with every series of this corpus (after the CPU
+            # reading, so that it is not counted in the catch-up)
+            renders: list[float] = []
+            body = ""
+            for _ in range(20):
+                body, latency = http_get(d.url("/metrics"))
+                renders.append(latency)
         if seen != corpus.lines:
             sample.note = f"counted {seen} lines, the corpus has {corpus.lines}"
         sample.extra.update(
@@ -416,6 +423,9 @@ class Bench:
             scrape_p50_ms=ms(percentile(latencies, 0.5)),
             scrape_p99_ms=ms(percentile(latencies, 0.99)),
             scrape_max_ms=ms(max(latencies, default=None)),
+            metrics_p50_ms=ms(percentile(renders, 0.5)),
+            metrics_max_ms=ms(max(renders)),
+            metrics_series=sum(1 for line in body.splitlines() if line and line[0] != "#"),
         )
         return sample
 
@@ -778,7 +788,8 @@ def side_by_side_markdown(
             rows[-1] = rows[-1][:-2] + (
                 f" /metrics during catch-up: p50 {extra['scrape_p50_ms']} ms, p99 "
                 f"{extra['scrape_p99_ms']} ms, max {extra['scrape_max_ms']} ms "
-                f"({extra['scrapes']} scrapes) |"
+                f"({extra['scrapes']} scrapes); caught up, {extra['metrics_series']} series "
+                f"in {extra['metrics_p50_ms']} ms (p50), {extra['metrics_max_ms']} ms (max) |"
             )
     parts = [head, "", *rows, "", *tls_comparison(results, corpus.truth), "", "Machine:", ""]
     return "\n".join([*parts, machine_markdown(info), ""])
@@ -990,6 +1001,11 @@ def growth(bench: Bench) -> list[dict[str, Any]]:
                 "cpu_s": median([s.cpu for s in runs]),
                 "wall_s": median([s.wall for s in runs]),
                 "rss_mb": median([s.rss_mb for s in runs]),
+                "metrics_p50_ms": median([s.extra.get("metrics_p50_ms") for s in runs]),
+                "metrics_ms": max(
+                    (s.extra.get("metrics_max_ms") or 0.0 for s in runs), default=None
+                ),
+                "metrics_series": runs[-1].extra.get("metrics_series"),
                 "note": "; ".join(sorted({s.note for s in runs if s.note})),
             }
         rows.append(row)
@@ -1000,8 +1016,9 @@ def growth(bench: Bench) -> list[dict[str, Any]]:
 
 def growth_markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     out = [
-        "| corpus | report CPU s | report peak RSS MB | daemon CPU s | daemon peak RSS MB | note |",
-        "|---|---:|---:|---:|---:|---|",
+        "| corpus | report CPU s | report peak RSS MB | daemon CPU s | daemon peak RSS MB | "
+        "/metrics series | /metrics ms p50 / max | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         label = f"{row['lines']:,} lines"
@@ -1011,7 +1028,9 @@ def growth_markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         note = "; ".join(n for n in (r.get("note"), d.get("note")) if n)
         out.append(
             f"| {label} | {fmt(r.get('cpu_s'))} | {fmt(r.get('rss_mb'), 1)} | "
-            f"{fmt(d.get('cpu_s'))} | {fmt(d.get('rss_mb'), 1)} | {note} |"
+            f"{fmt(d.get('cpu_s'))} | {fmt(d.get('rss_mb'), 1)} | "
+            f"{d.get('metrics_series') or '-'} | {fmt(d.get('metrics_p50_ms'), 1)} / "
+            f"{fmt(d.get('metrics_ms'), 1)} | {note} |"
         )
     return "\n".join([*out, "", "Machine:", "", machine_markdown(info), ""])
 

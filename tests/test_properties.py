@@ -166,12 +166,16 @@ def test_generated_handshake_lines_parse_back_to_their_fields(
 def test_session_and_peer_tables_never_exceed_their_caps(pids: list[int], cap: int) -> None:
     pipe = pipeline(max_sessions=cap, max_peers=cap)
     lines = []
-    for i, pid in enumerate(pids):
+    for i, pid in enumerate(pids):  # sessions open in more processes than the table holds
         lines.append(
             f"Dec  1 10:00:{i % 60:02d} mx postfix/smtpd[{pid}]: connect from c{pid}.example.net[192.0.2.{i % 250}]"
         )
+    pipe.feed_text("\n".join(lines) + "\n")
+    assert len(pipe.correlator) <= cap
+    lines = []
+    for i, pid in enumerate(pids):  # and end, each with its own client
         lines.append(
-            f"Dec  1 10:00:{i % 60:02d} mx postfix/smtp[{pid}]: Host offered STARTTLS: [mx{pid}.example.org]"
+            f"Dec  1 10:01:{i % 60:02d} mx postfix/smtpd[{pid}]: disconnect from c{pid}.example.net[192.0.2.{i % 250}] ehlo=1 quit=1 commands=2"
         )
     pipe.feed_text("\n".join(lines) + "\n")
     assert len(pipe.correlator) <= cap
@@ -194,3 +198,34 @@ def test_counters_never_decrease_whatever_the_chunking(cuts: list[int]) -> None:
     whole = pipeline()
     whole.feed_text("\n".join(LAB_LINES) + "\n")
     assert pipe.stats.totals == whole.stats.totals
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 60),
+            st.sampled_from(["plaintext_out", "offered_not_used", "tls_failure"]),
+        ),
+        max_size=400,
+    ),
+    st.integers(5, 30),
+    st.integers(0, 8),
+)
+def test_peer_ranking_equals_a_full_sort_whatever_was_evicted(
+    events: list[tuple[int, str]], cap: int, n: int
+) -> None:
+    table = PeerTable(max_peers=cap, psl=PSL)
+    for i, (peer, category) in enumerate(events):
+        entry = table.touch(f"mx{peer}.example.net[192.0.2.{peer}]:25", float(i))
+        assert entry is not None
+        table.count(entry, category)
+    assert len(table) <= cap
+    for category, (best, rest, having) in table.top(n).items():
+        everyone = sorted(
+            (p for p in table if p.counts.get(category)),
+            key=lambda p: (p.counts[category], p.last_seen),
+            reverse=True,
+        )
+        assert [p.key for p in best] == [p.key for p in everyone[:n]]
+        assert rest == sum(p.counts[category] for p in everyone[n:])
+        assert having == len(everyone)

@@ -25,7 +25,7 @@ from tlslogd.config import Settings
 from tlslogd.events import Unrecognised
 from tlslogd.metrics import registry
 from tlslogd.parse import Parser
-from tlslogd.peers import CATEGORIES, PeerTable
+from tlslogd.peers import PeerTable
 from tlslogd.pipeline import Pipeline
 from tlslogd.sdnotify import SystemdNotifier
 from tlslogd.sessions import Correlator, LocalNetworks
@@ -254,7 +254,7 @@ class Daemon:
             "inbound_by_program": summary.by_program(stats),
             "peers": {
                 "tracked": len(stats.peers),
-                "by_category": {c: stats.peers.top(c, 0)[2] for c in CATEGORIES},
+                "by_category": {c: having for c, (_, _, having) in stats.peers.top(0).items()},
             },
             "config_checks": [{"check": c, "status": s} for c, s in self._config_checks],
         }

@@ -13,7 +13,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from tlslogd import __version__
-from tlslogd.peers import CATEGORIES
 from tlslogd.sessions import Correlator
 from tlslogd.stats import Stats
 
@@ -223,8 +222,7 @@ class Collector(prometheus_client.registry.Collector):
         distinct = GaugeMetricFamily("tlslogd_peers", spec.help, labels=spec.labels)
         spec = METRICS["tlslogd_top_peer_events"]
         ranking = GaugeMetricFamily("tlslogd_top_peer_events", spec.help, labels=spec.labels)
-        for category in CATEGORIES:
-            best, rest, having = stats.peers.top(category, top)
+        for category, (best, rest, having) in stats.peers.top(top).items():
             distinct.add_metric((category,), having)
             for peer in best:
                 ranking.add_metric(

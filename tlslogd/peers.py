@@ -124,6 +124,8 @@ class PeerTable:
         self.dirty: set[str] = set()
         self.removed: set[str] = set()
         self._idents: dict[str, tuple[str, str | None, str | None]] = {}
+        # per category, the count of every peer that has one: what a scrape ranks
+        self._ranked: dict[str, dict[str, int]] = {c: {} for c in CATEGORIES}
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -155,7 +157,8 @@ class PeerTable:
             self._peers[key] = entry
             self.removed.discard(key)
             if len(self._peers) > self.max_peers:
-                old, _ = self._peers.popitem(last=False)
+                old, gone = self._peers.popitem(last=False)
+                self._unrank(gone)
                 self.evictions += 1
                 self.dirty.discard(old)
                 self.removed.add(old)
@@ -192,13 +195,35 @@ class PeerTable:
         except (ValueError, UnicodeError):
             return None
 
-    def top(self, category: str, n: int) -> tuple[list[PeerEntry], int, int]:
-        """The ``n`` peers with most events of a category, the sum of the others' events, and
-        how many peers have any."""
-        having = [p for p in self._peers.values() if p.counts.get(category)]
-        best = heapq.nlargest(n, having, key=lambda p: (p.counts[category], p.last_seen))
-        rest = sum(p.counts[category] for p in having) - sum(p.counts[category] for p in best)
-        return best, rest, len(having)
+    def count(self, entry: PeerEntry, category: str) -> None:
+        """One more event of a category for a peer."""
+        n = entry.counts[category] = entry.counts.get(category, 0) + 1
+        self._ranked[category][entry.key] = n
+
+    def _unrank(self, entry: PeerEntry) -> None:
+        for category in entry.counts:
+            self._ranked[category].pop(entry.key, None)
+
+    def top(self, n: int) -> dict[str, tuple[list[PeerEntry], int, int]]:
+        """Per category: the ``n`` peers with most events of it (the most recently seen first
+        among equals), the sum of the others' events, and how many peers have any."""
+        out = {}
+        peers = self._peers
+        for category, ranked in self._ranked.items():
+            if n <= 0:
+                keys = []
+            elif len(ranked) <= n:
+                keys = list(ranked)
+            else:
+                # the n-th largest count, then every peer at or above it: a C-speed pass
+                floor = heapq.nlargest(n, ranked.values())[-1]
+                keys = [k for k, c in ranked.items() if c >= floor]
+            candidates = [peers[k] for k in keys]
+            candidates.sort(key=lambda p: (p.counts[category], p.last_seen), reverse=True)
+            best = candidates[:n]
+            rest = sum(ranked.values()) - sum(p.counts[category] for p in best)
+            out[category] = (best, rest, len(ranked))
+        return out
 
     def query(
         self,
@@ -227,10 +252,16 @@ class PeerTable:
     def load(self, rows: list[dict[str, Any]]) -> None:
         """Restore from the checkpoint, oldest-seen first."""
         self._peers.clear()
+        for ranked in self._ranked.values():
+            ranked.clear()
         for row in sorted(rows, key=lambda r: float(r["last_seen"])):
             entry = PeerEntry.from_json(row)
             self._peers[entry.key] = entry
         while len(self._peers) > self.max_peers:
             self._peers.popitem(last=False)
+        for entry in self._peers.values():
+            for category, n in entry.counts.items():
+                if n and category in self._ranked:
+                    self._ranked[category][entry.key] = n
         self.dirty.clear()
         self.removed.clear()

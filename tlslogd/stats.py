@@ -186,7 +186,7 @@ class Stats:
             totals["legacy_protocol_handshakes"] += 1
             peer = self.peers.touch(ev.peer, ev.ts)
             if peer is not None:
-                peer.counts["legacy_protocol"] = peer.counts.get("legacy_protocol", 0) + 1
+                self.peers.count(peer, "legacy_protocol")
                 peer.protocols[ev.protocol] = peer.protocols.get(ev.protocol, 0) + 1
                 peer.last_protocol, peer.last_cipher = ev.protocol, ev.cipher
 
@@ -236,10 +236,9 @@ class Stats:
             peer.tls_deliveries += 1
             peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
         elif ev.tls == "no" and sent:
-            counts = peer.counts
-            counts["plaintext_out"] = counts.get("plaintext_out", 0) + 1
+            self.peers.count(peer, "plaintext_out")
             if ev.offered:
-                counts["offered_not_used"] = counts.get("offered_not_used", 0) + 1
+                self.peers.count(peer, "offered_not_used")
 
     def _session(self, ev: SessionEnd) -> None:
         starttls = ev.starttls or "unknown"
@@ -260,7 +259,7 @@ class Stats:
             if ev.tls_protocol:
                 peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
         elif starttls == "not_used":
-            peer.counts["inbound_no_starttls"] = peer.counts.get("inbound_no_starttls", 0) + 1
+            self.peers.count(peer, "inbound_no_starttls")
 
     def _received(self, ev: MessageReceived) -> None:
         self._count("received", (ev.service, ev.program, ev.tls))
@@ -279,7 +278,7 @@ class Stats:
         reasons[ev.reason] = reasons.get(ev.reason, 0) + 1
         peer = self.peers.touch(ev.peer, ev.ts)
         if peer is not None:
-            peer.counts["tls_failure"] = peer.counts.get("tls_failure", 0) + 1
+            self.peers.count(peer, "tls_failure")
             peer.reasons[ev.reason] = peer.reasons.get(ev.reason, 0) + 1
 
     # -- durable state ---------------------------------------------------------------------------
