@@ -110,6 +110,14 @@ def test_report_table_and_csv() -> None:
     assert "deliveries_sent_remote,outbound,tls=no,7" in csv_out.splitlines()
 
 
+def test_report_says_how_to_count_loopback_next_hops_as_remote() -> None:
+    default = tlslogd("report", str(LAB_LOG)).stdout
+    assert "(0 TLS, 0 plaintext, 0 unknown)" in default
+    assert "run again with --local-networks ''" in default
+    remote = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout
+    assert "--local-networks" not in remote
+
+
 def test_report_reads_a_rotated_set_in_time_order(tmp_path: Path) -> None:
     lines = LAB.splitlines(keepends=True)
     old, new = tmp_path / "mail.log.1", tmp_path / "mail.log"

@@ -480,6 +480,11 @@ def render_table(data: dict[str, Any]) -> str:
     )
     add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
     add(f"    local (content filters, LMTP): {o['sent_local']}")
+    if o["sent_local"] and not sum(s.values()):
+        add(
+            "    every delivery went to a relay in --local-networks; if those are real next "
+            "hops (a lab on loopback), run again with --local-networks ''"
+        )
     tls_sessions = sess.get("used", 0) + sess.get("implicit", 0)
     add(
         f"  inbound sessions                            {_pct(i['tls_session_percent'])} TLS  "
