@@ -194,6 +194,14 @@ _RFC5424: Final = re.compile(
     re.X,
 )
 
+# tlsproxy's CONNECT/DISCONNECT as the whole message of an RFC 5424 line (no "tlsproxy[pid]: " to
+# look behind for). postscreen's "CONNECT from [addr]:port to [addr]:port" does not fullmatch.
+_PROXY_BODY: Final = re.compile(
+    r"(?P<tp_what>CONNECT|DISCONNECT)\ (?:(?P<tp_dir>to|from)\ )?"
+    r"(?P<tp_peer>\[[^\]\n]*\](?::\d+)?)\s*",
+    re.X,
+)
+
 _SUFFIX: Final = re.compile(
     r" (key-exchange|server-signature|server-digest|client-signature|client-digest) (\S+)"
     r"(?: \(([^)]*)\))?"
@@ -216,11 +224,14 @@ def _daemon_of(ev: Event) -> str:
     rsyslog's default parser cuts the tag at the first slash, so ``postfix/smtpd`` arrives as
     ``postfix`` and the daemon must be told from the message: a delivery names its transport in
     ``relay=`` (``local``, ``virtual``) or is the smtp client's, and anything else with a
-    direction is the SMTP server's (inbound) or client's (outbound). tlsproxy cannot be told
-    apart that way: its lines count as the smtp client's."""
+    direction is the SMTP server's (inbound) or client's (outbound). tlsproxy's handshake lines
+    look like those of smtp or smtpd: the correlator tells them apart by the process' own
+    ``CONNECT`` line just before."""
     if isinstance(ev, Delivery):
         return ev.relay if ev.relay in ("local", "virtual") else "smtp"
-    if isinstance(ev, TlsproxyConnection):
+    if isinstance(ev, TlsproxyConnection) or (
+        isinstance(ev, TlsFailure) and ev.source == "tlsproxy"
+    ):
         return "tlsproxy"
     direction = getattr(ev, "direction", None)
     if direction == INBOUND:
@@ -583,13 +594,22 @@ class Parser:
                 self.timestamps.iso(m.group("ts")),
             )
             ev: Event | None
+            cut = "/" not in fields[1]  # rsyslog's APP-NAME: "postfix/smtpd" cut to "postfix"
             if body is None:
-                continue
-            handler = self._handlers.get(body.lastgroup or "")
-            ev = handler(body, *fields) if handler else Unrecognised(*fields)
+                proxy = _PROXY_BODY.fullmatch(text, m.end(), end)
+                # tlsproxy's, when the tag says so; with a cut tag only CONNECT to/from, as
+                # postscreen's DISCONNECT looks the same
+                if proxy is None or not (
+                    fields[2] == "tlsproxy" or (cut and proxy.group("tp_dir"))
+                ):
+                    continue
+                ev = self._tlsproxy(proxy, fields[0], fields[1], "tlsproxy", *fields[3:])
+            else:
+                handler = self._handlers.get(body.lastgroup or "")
+                ev = handler(body, *fields) if handler else Unrecognised(*fields)
             if ev is None:
                 continue
-            if ev.service == "postfix":
+            if cut:
                 ev.service = _daemon_of(ev)
             if with_lines:
                 ev.line = text[start:end]

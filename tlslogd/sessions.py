@@ -44,6 +44,7 @@ from tlslogd.events import (
     StarttlsOffered,
     TlsEstablished,
     TlsFailure,
+    TlsproxyConnection,
     split_peer,
 )
 
@@ -55,6 +56,7 @@ Key = tuple[str | None, str, int | None]
 _SPECIFIC = {"handshake": 0, "lost_connection": 1, "timeout": 1}
 _SWEEP_EVERY = 60.0  # seconds of log time between expiry sweeps
 _SLACK = 2.0  # whole-second timestamps and two-digit delays: widen windows by this much
+_PROXY_HANDSHAKE_SECONDS = 300.0  # tlsproxy's handshake ends within smtp_starttls_timeout
 
 
 def _specificity(reason: str) -> int:
@@ -170,6 +172,9 @@ class Correlator:
         self._scopes: dict[str, str] = {}
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
+        # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
+        # to "postfix": their log times by process and "[addr]:port"
+        self._proxy_connects: dict[tuple[Key, str], list[float]] = {}
         self._handlers: dict[type[Event], Callable[[Any, Emit], None]] = {
             Delivery: self._delivery,
             TlsEstablished: self._tls,
@@ -179,6 +184,7 @@ class Correlator:
             StarttlsOffered: self._offered,
             TlsFailure: self._failure,
             PostfixStarted: self._postfix_started,
+            TlsproxyConnection: self._proxy_connection,
         }
 
     def __len__(self) -> int:
@@ -199,6 +205,8 @@ class Correlator:
             handler(ev, emit)
 
     def _tls(self, ev: TlsEstablished, emit: Emit) -> None:
+        if self._proxy_connects:
+            self._proxy_handshake(ev)
         if ev.direction == OUTBOUND:
             self._outbound_tls(ev, emit)
         else:
@@ -402,6 +410,39 @@ class Correlator:
             ev.reason = library.reason
             ev.detail = f"{ev.detail}; {library.detail}"
         emit(ev)
+
+    def _proxy_connection(self, ev: TlsproxyConnection, emit: Emit) -> None:
+        """With a syslog tag cut to ``postfix`` (rsyslog's RFC 5424 APP-NAME), tlsproxy's
+        handshake lines look like those of the smtp client or smtpd. tlsproxy logs ``CONNECT to
+        [addr]:port`` (or ``from``) just before each handshake: remember it."""
+        if "/" in ev.program or ev.what != "connect":
+            return
+        if len(self._proxy_connects) >= 1024:
+            self._proxy_connects.clear()
+        pending = self._proxy_connects.setdefault(((ev.host, ev.program, ev.pid), ev.peer), [])
+        pending.append(ev.ts or 0.0)
+        if len(pending) > 64:  # handshakes that failed
+            del pending[0]
+
+    def _proxy_handshake(self, ev: TlsEstablished) -> None:
+        """A handshake with an ``[addr]:port`` that the same process logged a ``CONNECT`` for
+        shortly before is tlsproxy's. One process serves many connections at once, several to
+        the same server: each handshake takes the oldest pending ``CONNECT``."""
+        bracket = ev.peer.find("[")
+        if bracket < 0:
+            return
+        key = ((ev.host, ev.program, ev.pid), ev.peer[bracket:])
+        pending = self._proxy_connects.get(key)
+        if pending is None:
+            return
+        ts = ev.ts or 0.0
+        while pending and ts - pending[0] > _PROXY_HANDSHAKE_SECONDS:
+            del pending[0]
+        if pending:
+            del pending[0]
+            ev.service = "tlsproxy"
+        if not pending:
+            del self._proxy_connects[key]
 
     # -- inbound (smtpd) -------------------------------------------------------------------------
 
