@@ -106,6 +106,20 @@ def test_rfc5424_without_slash_infers_the_daemon_from_the_message() -> None:
     assert Counter(e.starttls for e in ends) == {"used": 16, "not_used": 2, "failed": 3}
 
 
+def test_rfc5424_cut_tag_library_problems_of_smtpd_sessions_are_inbound() -> None:
+    """``warning: TLS library problem`` does not say whose it is; with the tag cut to "postfix"
+    the process' open smtpd session does, as ``tlslogd parse`` prints it."""
+    text = (REAL / "rsyslog-rfc5424.log").read_text()
+    printed: list[Event] = []
+    Pipeline(
+        Parser(reference_time=REFERENCE_TIME), Correlator(is_local=lambda _: False), Stats()
+    ).feed_text(text, printed.append)
+    smtpd_pids = {e.pid for e in printed if e.kind == "session_start"}
+    library = [e for e in printed if isinstance(e, TlsFailure) and e.source == "library"]
+    assert library and all(e.pid in smtpd_pids for e in library)
+    assert {(e.direction, e.service) for e in library} == {("inbound", "smtpd")}
+
+
 def test_rfc5424_with_slash_keeps_the_program() -> None:
     pipe, events = replay(REAL / "rsyslog-rfc5424-slash.log")
     assert {e.program for e in events} >= {"postfix/smtpd", "postfix/smtp"}

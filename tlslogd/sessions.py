@@ -375,6 +375,10 @@ class Correlator:
             self._proxy_failure(ev, emit)
             return
         entry = self._entry(ev, emit)
+        if entry.started and ev.source == "library" and "/" not in ev.program:
+            # a tag cut to "postfix": the library problem of an smtpd session, not of a client
+            ev.direction = INBOUND
+            ev.service = "smtpd"
         pending = entry.failure
         if ev.source == "lost" and pending is None and entry.tls is not None:
             return  # "lost connection/timeout after STARTTLS" once the handshake had succeeded
