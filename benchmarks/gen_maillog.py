@@ -635,10 +635,13 @@ class TlsText:
 
     def cipher(self, proto: str, anonymous: bool = False) -> tuple[str, int, int]:
         if proto == "TLSv1.3":
-            return self.c13()
-        if proto == "TLSv1.2":
-            return self.c12_anon() if anonymous else self.c12()
-        return self.clegacy()
+            table = self.c13
+        elif proto == "TLSv1.2":
+            table = self.c12_anon if anonymous else self.c12
+        else:
+            table = self.clegacy
+        chosen: tuple[str, int, int] = table()
+        return chosen
 
     @staticmethod
     def _sig(style: str, sig: str) -> str:
@@ -908,7 +911,7 @@ class Mx:
             addr = self._v6(0x100 + self.getrandbits(8)) if v6 else addrs[i]
             dom = self.domain_list[self.randrange(len(self.domain_list))].name
             label = ("mail", "smtp", "mx-out", "o", "out")[self.randrange(5)]
-            name = f"{label}{self.randrange(1, 40)}.{dom}"
+            name: str | None = f"{label}{self.randrange(1, 40)}.{dom}"
             c = Client("mta", addr, name, dom)
             c.starttls = self.random() < 0.9
             c.proto = cproto()
@@ -1197,7 +1200,13 @@ class Mx:
         return [self.local_rcpt() for _ in range(n)]
 
     def disconnect(
-        self, tag: str, c: Client, cmds: Commands, program: str, wrapper: bool = False, tls=False
+        self,
+        tag: str,
+        c: Client,
+        cmds: Commands,
+        program: str,
+        wrapper: bool = False,
+        tls: bool = False,
     ) -> Session:
         stat = ("sess", program, cmds.outcome(wrapper, tls))
         yield self.wait(1, 200), f"{tag}: disconnect from {c.peer} {cmds.text()}", stat
@@ -2089,7 +2098,7 @@ class Mx:
         pool = self.pools["postfix/smtp"]
         sproc = pool.acquire()
         tag = sproc.tag
-        mark = ("hostile", i)
+        mark: tuple[str, int] | None = ("hostile", i)
         tls = s.mode == "tls"
         if s.mode == "offered":
             yield self.wait(100, 600), f"{tag}: Host offered STARTTLS: [{s.name}]", (

@@ -300,7 +300,7 @@ class Tool:
     name: str
     label: str
     measure: Callable[[Corpus], Sample]
-    check: Callable[[], None]
+    check: Callable[[], object]  # raises Skip when the tool cannot run
 
 
 class Bench:
@@ -494,7 +494,7 @@ class Bench:
         return sample
 
     @staticmethod
-    def _wait_exporter(proc: subprocess.Popen[bytes], url: str, log: Path, err: Path) -> str:
+    def _wait_exporter(proc: subprocess.Popen[bytes], url: str, log: Path, err: Path) -> int:
         """Wait until /metrics answers and the log is open; returns the log's fd number."""
         deadline = time.perf_counter() + 20
         while time.perf_counter() < deadline:
