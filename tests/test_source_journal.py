@@ -1024,3 +1024,41 @@ def test_records_without_a_usable_message_are_skipped_and_counted(
     assert source.position() == {"cursor": last_record}
     assert caplog.text.count("MESSAGE is missing or was left out by journalctl") == 1
     assert caplog.text.count("is not valid JSON") == 1
+
+
+# ------------------------------------------------------------------------------ the daemon
+
+
+@needs_journal
+def test_daemon_follows_a_journal_directory_by_identifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tlslogd run --log journald`` configured as for a Postfix in a container whose journal
+    comes from elsewhere: ``journal_directory`` and ``journal_identifiers`` instead of units.
+    Scraped over HTTP, before and after a record arrives while it runs."""
+    from tests.test_daemon import Daemon, metric
+
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    journal = Journal(directory / "system.journal")
+    unit = "docker.service"
+    journal.append(
+        Entry("connect from localhost[127.0.0.1]", unit=unit),
+        Entry(TLS, unit=unit),
+        Entry(TLS.replace("from", "to", 1), unit=unit, identifier="postfix-out/smtp"),
+    )
+    monkeypatch.setenv("TLSLOGD_JOURNAL_DIRECTORY", str(directory))
+    monkeypatch.setenv("TLSLOGD_JOURNAL_UNITS", "[]")
+    monkeypatch.setenv("TLSLOGD_JOURNAL_IDENTIFIERS", '["postfix/smtpd"]')
+    daemon = Daemon(Path("journald"), tmp_path / "state", "--from-start").start()
+    try:
+        assert daemon.wait_lines(2)["tls_handshakes"] == 1
+        journal.append(Entry(TLS, unit=unit, pid=1235))
+        assert daemon.wait_lines(3)["tls_handshakes"] == 2
+        _, body = daemon.get("/metrics")
+        assert metric(body, "tlslogd_tls_handshakes_total", direction="inbound") == 2
+        assert metric(body, "tlslogd_tls_handshakes_total", direction="outbound") == 0
+        status, health = daemon.get("/healthz")
+        assert status == 200, health
+    finally:
+        daemon.kill()

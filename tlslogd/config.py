@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         default=["postfix.service", "postfix@*.service"],
         description="systemd units to follow (journald)",
     )
+    journal_identifiers: list[str] = Field(
+        default=[],
+        description="syslog identifiers to follow (journald); with units, both must match",
+    )
+    journal_directory: Path | None = Field(
+        default=None,
+        description="journal files to read instead of the system journal (journald)",
+    )
     advise_window_days: int = Field(
         default=30, ge=1, le=90, description="days of evidence for the policy candidates gauge"
     )
@@ -130,6 +138,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{item!r} is not a network like 127.0.0.0/8 or ::1/128") from exc
+        return value
+
+    @field_validator("journal_directory")
+    @classmethod
+    def _journal_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("expected an absolute path, e.g. /var/log/journal/remote")
         return value
 
     @property

@@ -161,6 +161,8 @@ class Daemon:
                 position=position,
                 from_start=s.from_start,
                 units=s.journal_units,
+                identifiers=s.journal_identifiers,
+                journal_args=[f"--directory={s.journal_directory}"] if s.journal_directory else [],
                 max_chunk_bytes=s.batch_bytes,
             )
         from tlslogd.sources.file import FileSource
