@@ -137,6 +137,22 @@ def test_repeated_message_reduction_expands_to_every_repetition() -> None:
     assert not any(e.kind == "unrecognised" for e in events)
 
 
+def test_unusable_tls_policies_count_once_per_deferred_attempt() -> None:
+    """Two malformed smtp_tls_policy_maps entries: each attempt logs what is wrong with the
+    entry, the policy lookup failure and a deferral with relay=none; that is one failure, with
+    the destination's host and both warnings, and no delivery that could have used TLS."""
+    text = (REAL / "postfix-3.7-policy.log").read_text()
+    deferrals = text.count("status=deferred (client TLS configuration problem)")
+    assert deferrals == 8
+    pipe, events = replay(REAL / "postfix-3.7-policy.log")
+    found = [e for e in events if isinstance(e, TlsFailure)]
+    assert failures(events) == {("outbound", "policy"): deferrals}
+    assert Counter(e.peer for e in found) == {"127.0.0.12": 4, "127.0.0.13": 4}
+    assert all("smtp_tls_policy_maps" in e.detail for e in found)
+    assert sum("invalid attribute name" in e.detail for e in found) == 4
+    assert pipe.stats.totals["unrecognised_lines"] == 0
+
+
 def test_postfix_3_10_inbound_failures_have_their_causes() -> None:
     _, events = replay(REAL / "postfix-3.10-trixie.log")
     inbound = {r: n for (d, r), n in failures(events).items() if d == "inbound"}

@@ -348,6 +348,7 @@ def _report(args: argparse.Namespace) -> int:
             done += len(data)
             if progress:
                 print(f"\rreading {100 * done / max(total, 1):5.1f}%", end="", file=sys.stderr)
+    pipe.finish()
     if progress:
         print("\r" + " " * 20 + "\r", end="", file=sys.stderr)
     result = report_data(pipe.stats, args.top)
@@ -382,6 +383,7 @@ def _advise(args: argparse.Namespace) -> int:
         for name in files:
             for data in read_chunks(name):
                 pipe.feed(data)
+        pipe.finish()
         stats = pipe.stats
     else:
         path = (args.state_dir or Path("/var/lib/tlslogd")) / "state.db"

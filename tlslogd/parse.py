@@ -104,11 +104,16 @@ _ALTERNATIVES = rf"""
 |(?:server\ |client\ |CA\ )?certificate\ verification\ failed\ for\ (?P<cv_peer>\S+)
   :\ (?P<cv_text>[^\n]*)(?P<cv>)
 |message\ repeated\ (?P<rep_n>\d+)\ times:\ \[\ ?(?P<rep>)
-|(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs)[^\n]*)(?P<eng>)
+|(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs|Invalid\ TLS\ protocol
+  |error\ loading\ private\ keys|SMTPS\ wrappermode)[^\n]*)(?P<eng>)
 |warning:\ (?:
   Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
  |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)
   \ for\ service\ \S+(?P<ratelimit>)
+ |Wrapper-mode\ request\ dropped\ from\ (?P<wm_peer>\S+)\ for\ service\ [^\s.]+\.
+  \ ?(?P<wm_text>[^\n]*)(?P<wrapper>)
+ |TLS\ policy\ lookup\ for\ [^/\s]+/(?P<pl_host>[^\s/]+?):\ (?P<pl_text>[^\n]*)(?P<policy>)
+ |(?P<pm_text>(?:smtp|lmtp)_tls_policy_maps,\ [^\n]*)(?P<policymap>)
 )
 """
 
@@ -395,6 +400,8 @@ _LIB_REASONS: Final = (
     ("ssl_ctx_use", "engine"),
     ("pem routines", "engine"),
     ("key values mismatch", "engine"),
+    ("ssl_set_cert", "engine"),
+    ("not replacing certificate", "engine"),
     ("unsupported protocol", "protocol"),
     ("protocol version", "protocol"),
     ("version too low", "protocol"),
@@ -498,6 +505,9 @@ class Parser:
             "abort": self._abort,
             "refuse": self._refuse,
             "ratelimit": self._refuse,
+            "wrapper": self._wrapper_dropped,
+            "policy": self._policy,
+            "policymap": self._policy,
             "ms": self._master_started,
             "eng": self._engine,
         }
@@ -1004,6 +1014,37 @@ class Parser:
         detail = "rate limit" if m.group("rl_peer") else "STARTTLS refused"
         return TlsFailure(host, tag, svc, pid, ts, INBOUND, peer, "refused", detail, "refuse")
 
+    def _wrapper_dropped(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        """smtpd could not set up TLS for an smtps (wrapper-mode) client and dropped it."""
+        detail = m.group("wm_text") or "wrapper-mode request dropped"
+        return TlsFailure(
+            host, tag, svc, pid, ts, INBOUND, m.group("wm_peer"), "engine", detail, "engine"
+        )
+
+    def _policy(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        """A TLS policy that cannot be used: a lookup error or a malformed smtp_tls_policy_maps
+        entry. The deferral that follows in the same process is the same failure."""
+        text = m.group("pl_text") or m.group("pm_text")
+        return TlsFailure(
+            host, tag, svc, pid, ts, OUTBOUND, m.group("pl_host"), "policy", text, "policy"
+        )
+
     def _master_started(
         self,
         m: re.Match[str],
@@ -1027,8 +1068,8 @@ class Parser:
         ts: float | None,
     ) -> Event | None:
         text = m.group("eng_text")
-        if "TLS" not in text and "certificate" not in text.lower():
-            return None
+        if "TLS" not in text and "certificate" not in text.lower() and text[0] != "S":
+            return None  # "cannot get/load" something else; "S": SMTPS wrappermode
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")
 
 

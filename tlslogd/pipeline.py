@@ -44,7 +44,7 @@ class Pipeline:
             lines += 1
         events = unrecognised = 0
         feed = self.correlator.feed
-        emit = self.stats.add if self.since is None and self.until is None else self._in_window
+        emit = self._emit()
         for ev in self.parser.scan(text, with_lines=sink is not None):
             if type(ev) is Unrecognised:
                 unrecognised += 1
@@ -59,6 +59,14 @@ class Pipeline:
                 sink(ev)
         self.stats.add_lines(lines, events, unrecognised)
         return lines
+
+    def finish(self) -> None:
+        """The input is complete (``tlslogd report``, ``advise``): count what the correlator
+        still holds back waiting for more lines."""
+        self.correlator.finish(self._emit())
+
+    def _emit(self) -> Callable[[Event], None]:
+        return self.stats.add if self.since is None and self.until is None else self._in_window
 
     def _in_window(self, outcome: Event) -> None:
         ts = outcome.ts

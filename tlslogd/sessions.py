@@ -296,8 +296,14 @@ class Correlator:
     def _delivery(self, ev: Delivery, emit: Emit) -> None:
         if "[" not in ev.relay:
             # relay=none (no connection was made), or a local agent (relay=local, virtual, a
-            # pipe transport): no connection that could have used TLS, nothing to count
+            # pipe transport): no connection that could have used TLS, nothing to count --
+            # except the failure that this deferral reports (a TLS policy that cannot be used)
             ev.tls = "no"
+            if ev.reason is not None:
+                entry = self._table.get((ev.host, ev.program, ev.pid))
+                if entry is not None and entry.failure is not None:
+                    emit(merge_failure(entry.failure, self._delivery_failure(ev)))
+                    entry.failure = None
             return
         scope = self._scopes.get(ev.relay)
         if scope is None:
@@ -346,19 +352,7 @@ class Correlator:
         emit(ev)
         pending = entry.failure
         if ev.reason is not None:
-            failure = TlsFailure(
-                ev.host,
-                ev.program,
-                ev.service,
-                ev.pid,
-                ev.ts,
-                OUTBOUND,
-                ev.relay,
-                ev.reason,
-                ev.status_text or "",
-                "delivery",
-                qid,
-            )
+            failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):
                 failure = merge_failure(pending, failure)
             elif pending is not None:
@@ -369,6 +363,23 @@ class Correlator:
             entry.failure = None
             if pending.reason != "certificate":
                 emit(pending)  # the handshake failed and the mail went in plaintext
+
+    @staticmethod
+    def _delivery_failure(ev: Delivery) -> TlsFailure:
+        """The TLS failure a delivery's status text reports."""
+        return TlsFailure(
+            ev.host,
+            ev.program,
+            ev.service,
+            ev.pid,
+            ev.ts,
+            OUTBOUND,
+            ev.relay,
+            ev.reason or "handshake",
+            ev.status_text or "",
+            "delivery",
+            ev.queue_id,
+        )
 
     def _failure(self, ev: TlsFailure, emit: Emit) -> None:
         if ev.service == "tlsproxy":
@@ -524,6 +535,14 @@ class Correlator:
             )
 
     # -- durable state ---------------------------------------------------------------------------
+
+    def finish(self, emit: Emit) -> None:
+        """The end of the input (``tlslogd report``): failures still waiting for the line that
+        would complete them (a delivery, a disconnect) count as they are."""
+        for entry in self._table.values():
+            if entry.failure is not None:
+                emit(entry.failure)
+                entry.failure = None
 
     def snapshot(self) -> dict[str, Any]:
         """The table as JSON-able data, for the checkpoint (see :meth:`restore`)."""
