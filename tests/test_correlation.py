@@ -185,3 +185,57 @@ def test_replaying_in_any_chunking_gives_the_same_numbers() -> None:
         pipe.feed_text("".join(lines[i : i + 7]))
     assert pipe.stats.totals == whole.stats.totals
     assert pipe.stats.counters == whole.stats.counters
+
+
+def test_without_handshake_lines_the_starttls_counters_decide_received_messages() -> None:
+    """smtpd_tls_loglevel = 0 (Postfix's default) logs no handshake summary: the lab log
+    without its smtpd summaries, as such a server writes it. Messages are decided when their
+    session ends, by its ``starttls=`` counter, as if the summaries were there -- except the
+    two smtps (wrapper-mode) sessions, whose TLS only a summary line shows."""
+    full = LAB_LOG.read_text()
+    level0 = "".join(
+        line
+        for line in full.splitlines(keepends=True)
+        if not ("/smtpd[" in line and "TLS connection established from" in line)
+    )
+    _, with_summaries = replay(full)
+    _, without = replay(level0)
+
+    def received(events: list[Event]) -> Counter[str]:
+        return Counter(e.tls for e in events if isinstance(e, MessageReceived))
+
+    assert received(with_summaries) == {"yes": 46, "no": 3}
+    smtps = sum(
+        1
+        for e in with_summaries
+        if isinstance(e, MessageReceived) and e.program == "postfix/smtps/smtpd"
+    )
+    assert smtps == 2
+    assert received(without) == {"yes": 46 - smtps, "no": 3 + smtps}
+
+
+def test_a_message_is_decided_at_the_end_of_its_session_when_no_handshake_was_logged() -> None:
+    # docker-mailserver/docker-mailserver#663: a submission session logged with
+    # smtpd_tls_loglevel = 0 (the compose prefix as posted)
+    text = (
+        "mail_1  | Jul 24 15:58:26 mail postfix/submission/smtpd[1058]: connect from "
+        "myrtesting_web_1.myrtesting_default[172.19.0.6]\n"
+        "mail_1  | Jul 24 15:58:26 mail postfix/submission/smtpd[1058]: 518F058BB5: "
+        "client=myrtesting_web_1.myrtesting_default[172.19.0.6], sasl_method=PLAIN, "
+        "sasl_username=noreply@myrescoop.com\n"
+    )
+    end = (
+        "mail_1  | Jul 24 15:58:26 mail postfix/submission/smtpd[1058]: disconnect from "
+        "myrtesting_web_1.myrtesting_default[172.19.0.6] ehlo=2 starttls=1 auth=1 mail=1 "
+        "rcpt=1 data=1 quit=1 commands=8\n"
+    )
+    pipe, _ = replay(text)
+    assert pipe.stats.totals["messages_received"] == 0  # held until the session ends
+    pipe.feed_text(end)
+    assert pipe.stats.totals["messages_received"] == 1
+    assert pipe.stats.totals["tls_messages_received"] == 1
+    unfinished, _ = replay(text)
+    unfinished.finish()
+    assert unfinished.stats.counters["received"] == {
+        ("smtpd", "postfix/submission/smtpd", "unknown"): 1
+    }

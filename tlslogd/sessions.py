@@ -86,6 +86,25 @@ class Entry:
     offered_qid: str | None = None
     failure: TlsFailure | None = None  # a failed attempt whose last line may not be logged yet
     started: bool = False  # inbound: ``connect from`` was seen
+    # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
+    held: list[MessageReceived] | None = None
+
+
+_HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
+# a held message's TLS, from its session's STARTTLS outcome
+_MESSAGE_TLS = {"used": "yes", "implicit": "yes", "not_used": "no", "failed": "no", "no_ehlo": "no"}
+
+
+def _release(entry: Entry, emit: Emit) -> None:
+    """What an entry still holds when it leaves the table without its closing line: its
+    pending failure, and its held messages (whose TLS stays unknown)."""
+    if entry.failure is not None:
+        emit(entry.failure)
+        entry.failure = None
+    if entry.held:
+        for message in entry.held:
+            emit(message)
+        entry.held = None
 
 
 def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
@@ -170,6 +189,8 @@ class Correlator:
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
         self._scopes: dict[str, str] = {}
+        # (log host, syslog tag) of the smtpd services seen logging a handshake summary
+        self._logging_tls: set[tuple[str | None, str]] = set()
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
         # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
@@ -224,8 +245,7 @@ class Correlator:
             if len(self._table) > self.max_entries:
                 _, old = self._table.popitem(last=False)
                 self.evictions["capacity"] += 1
-                if old.failure is not None:
-                    emit(old.failure)
+                _release(old, emit)
         else:
             entry.last_ts = ts
             self._table.move_to_end(key)
@@ -241,8 +261,7 @@ class Correlator:
                 break
             del table[key]
             self.evictions["expired"] += 1
-            if entry.failure is not None:
-                emit(entry.failure)
+            _release(entry, emit)
 
     def _window_start(self, ev: Delivery) -> float | None:
         """Earliest log time at which this delivery's connection could have been set up."""
@@ -260,8 +279,7 @@ class Correlator:
         ]:
             entry = self._table.pop(key)
             self.evictions["replaced"] += 1
-            if entry.failure is not None:
-                emit(entry.failure)
+            _release(entry, emit)
         self.stream_start = 0.0
 
     # -- outbound (smtp, lmtp) -------------------------------------------------------------------
@@ -466,8 +484,7 @@ class Correlator:
         old = self._table.pop(key, None)
         if old is not None:
             self.evictions["replaced"] += 1
-            if old.failure is not None:
-                emit(old.failure)
+            _release(old, emit)
         entry = self._entry(ev, emit)
         entry.started = True
 
@@ -475,6 +492,9 @@ class Correlator:
         emit(ev)
         if ev.service == "tlsproxy":
             return  # postscreen's STARTTLS session: no smtpd session to attach it to
+        if len(self._logging_tls) >= 1024:
+            self._logging_tls.clear()
+        self._logging_tls.add((ev.host, ev.program))
         entry = self._entry(ev, emit)
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
@@ -482,10 +502,18 @@ class Correlator:
         entry = self._entry(ev, emit)
         if entry.tls is not None:
             ev.tls = "yes"
-        elif entry.started:
-            ev.tls = "no"
-        else:
+        elif not entry.started:
             ev.tls = "unknown"
+        elif (ev.host, ev.program) in self._logging_tls:
+            ev.tls = "no"  # this smtpd logs its handshakes, and the session had none
+        else:
+            # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
+            # one, and the session's STARTTLS counter decides when it ends
+            if entry.held is None:
+                entry.held = []
+            if len(entry.held) < _HELD_MAX:
+                entry.held.append(ev)
+                return
         emit(ev)
 
     def _session_end(self, ev: SessionEnd, emit: Emit) -> None:
@@ -512,6 +540,11 @@ class Correlator:
         succeeded = starttls is not None and starttls[0] >= starttls[1] > 0
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
+        if entry is not None and entry.held:
+            tls = _MESSAGE_TLS.get(ev.starttls or "", "unknown")
+            for message in entry.held:
+                message.tls = tls
+                emit(message)
         emit(ev)
         if failure is not None:
             if failure.peer is None:
@@ -538,11 +571,10 @@ class Correlator:
 
     def finish(self, emit: Emit) -> None:
         """The end of the input (``tlslogd report``): failures still waiting for the line that
-        would complete them (a delivery, a disconnect) count as they are."""
+        would complete them (a delivery, a disconnect) count as they are, and messages whose
+        session did not end, with ``tls="unknown"``."""
         for entry in self._table.values():
-            if entry.failure is not None:
-                emit(entry.failure)
-                entry.failure = None
+            _release(entry, emit)
 
     def snapshot(self) -> dict[str, Any]:
         """The table as JSON-able data, for the checkpoint (see :meth:`restore`)."""
@@ -561,6 +593,19 @@ class Correlator:
                     "offered_ts": e.offered_ts,
                     "offered_qid": e.offered_qid,
                     "started": e.started,
+                    "held": [
+                        [
+                            m.host,
+                            m.program,
+                            m.service,
+                            m.pid,
+                            m.ts,
+                            m.queue_id,
+                            m.peer,
+                            m.sasl_method,
+                        ]
+                        for m in e.held or ()
+                    ],
                     "failure": None
                     if f is None
                     else [
@@ -601,4 +646,5 @@ class Correlator:
                 offered_qid=item.get("offered_qid"),
                 failure=None if failure is None else TlsFailure(*failure),
                 started=bool(item.get("started")),
+                held=[MessageReceived(*m) for m in item.get("held") or ()] or None,
             )
