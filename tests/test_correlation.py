@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.conftest import LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME
+from tests.conftest import DATA, LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME
 from tlslogd.events import Delivery, Event, MessageReceived, SessionEnd
 from tlslogd.parse import Parser
 from tlslogd.pipeline import Pipeline
 from tlslogd.sessions import Correlator, LocalNetworks
 from tlslogd.stats import Stats
+from tlslogd.summary import adoption
 
 
 def replay(text: str, *, local: tuple[str, ...] = ()) -> tuple[Pipeline, list[Event]]:
@@ -239,3 +240,40 @@ def test_a_message_is_decided_at_the_end_of_its_session_when_no_handshake_was_lo
     assert unfinished.stats.counters["received"] == {
         ("smtpd", "postfix/submission/smtpd", "unknown"): 1
     }
+
+
+def sample_lines(name: str, *needles: str) -> str:
+    """The real lines of an annotated sample file that contain any of ``needles``."""
+    text = (DATA / "samples" / name).read_text()
+    return "".join(
+        line + "\n"
+        for line in text.splitlines()
+        if not line.startswith("#") and any(n in line for n in needles)
+    )
+
+
+def test_a_message_a_content_filter_reinjects_is_not_received_twice() -> None:
+    # mailcow/mailcow#740: a before-queue filter; smtpd logs "NOQUEUE: client=" in the client's
+    # TLS session, and the message comes back from the filter with orig_client= (XFORWARD)
+    text = sample_lines("wild-sessions.log", "Gameserver postfix/smtpd[2751")
+    assert "orig_client=" in text and "NOQUEUE: client=" in text
+    pipe, events = replay(text)
+    pipe.finish()
+    received = [e for e in events if isinstance(e, MessageReceived)]
+    assert [(e.queue_id, e.orig_client) for e in received] == [
+        ("NOQUEUE", None),
+        ("9A38C20B01", "Gameserver.services[185.101.93.86]"),
+    ]
+    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes"): 1}
+
+
+def test_local_agents_are_local_and_soft_bounces_are_deferrals() -> None:
+    local = sample_lines("wild-deliveries.log", "relay=local,", "relay=dovecot,")
+    _, events = replay(local)
+    assert {(d.relay, d.scope, d.tls) for d in deliveries(events)} == {
+        ("local", "local", "no"),
+        ("dovecot", "local", "no"),
+    }
+    soft = sample_lines("wild-deliveries.log", "status=SOFTBOUNCE")
+    pipe, _ = replay(soft)
+    assert adoption(pipe.stats)["outbound"]["deferred"] == soft.count("\n") == 6

@@ -122,7 +122,9 @@ class Delivery(Event):
     reason: str | None = None  # a failure reason when the status text is a TLS failure
     tls: str = "unknown"  # decided by the correlator: yes | no | unknown
     offered: bool = False  # decided by the correlator: plaintext to a server offering STARTTLS
-    scope: str = "remote"  # decided by the correlator: local (socket, loopback...) | remote
+    # decided by the correlator: local (socket, loopback, a local agent) | remote; None for
+    # relay=none (no connection was made)
+    scope: str | None = "remote"
     tls_protocol: str | None = None  # decided by the correlator
     tls_cipher: str | None = None
     tls_trust: str | None = None
@@ -200,6 +202,9 @@ class MessageReceived(Event):
     queue_id: str
     peer: str
     sasl_method: str | None = None
+    # the original client of a message a content filter re-injected (XFORWARD), already
+    # counted in its own session
+    orig_client: str | None = None
     tls: str = "unknown"  # decided by the correlator
 
 

@@ -795,11 +795,15 @@ class Parser:
         ts: float | None,
     ) -> Event:
         qid, peer, rest = m.group(*_CLI_GROUPS)
-        sasl = None
-        i = rest.find("sasl_method=")
-        if i >= 0:
-            sasl = rest[i + 12 :].split(",", 1)[0].strip() or None
-        return MessageReceived(host, tag, svc, pid, ts, qid, peer, sasl)
+        sasl = orig = None
+        if rest:
+            i = rest.find("sasl_method=")
+            if i >= 0:
+                sasl = rest[i + 12 :].split(",", 1)[0].strip() or None
+            i = rest.find("orig_client=")
+            if i >= 0:
+                orig = rest[i + 12 :].split(",", 1)[0].strip() or None
+        return MessageReceived(host, tag, svc, pid, ts, qid, peer, sasl, orig)
 
     def _connect(
         self,

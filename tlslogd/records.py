@@ -66,6 +66,7 @@ class EventRecord(BaseModel):
     starttls_offered: bool | None = None
     scope: Literal["local", "remote"] | None = None
     sasl_method: str | None = None
+    orig_client: str | None = None
     # session_end
     counters: dict[str, str] | None = None
     commands: str | None = None
@@ -149,7 +150,9 @@ def to_record(ev: Event) -> dict[str, Any]:
             trust=ev.tls_trust,
         )
     elif isinstance(ev, MessageReceived):
-        rec.update(queue_id=ev.queue_id, sasl_method=ev.sasl_method, tls=ev.tls)
+        rec.update(
+            queue_id=ev.queue_id, sasl_method=ev.sasl_method, orig_client=ev.orig_client, tls=ev.tls
+        )
     elif isinstance(ev, SessionEnd):
         commands = ev.counters.get("commands")
         rec.update(

@@ -317,6 +317,7 @@ class Correlator:
             # pipe transport): no connection that could have used TLS, nothing to count --
             # except the failure that this deferral reports (a TLS policy that cannot be used)
             ev.tls = "no"
+            ev.scope = None if ev.relay == "none" else "local"
             if ev.reason is not None:
                 entry = self._table.get((ev.host, ev.program, ev.pid))
                 if entry is not None and entry.failure is not None:
@@ -499,6 +500,8 @@ class Correlator:
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
     def _message(self, ev: MessageReceived, emit: Emit) -> None:
+        if ev.orig_client is not None:
+            return  # re-injected by a content filter: counted in the original client's session
         entry = self._entry(ev, emit)
         if entry.tls is not None:
             ev.tls = "yes"

@@ -192,7 +192,7 @@ class Stats:
 
     def _delivery(self, ev: Delivery) -> None:
         status = ev.status
-        self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope))
+        self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope or "none"))
         totals = self.totals
         totals["deliveries"] += 1
         sent = status == "sent"

@@ -36,7 +36,7 @@ def adoption(stats: Stats) -> dict[str, Any]:
                 sent[tls] = sent.get(tls, 0) + n
             else:
                 local_sent += n
-        elif status == "deferred":
+        elif status in ("deferred", "softbounce"):  # soft_bounce = yes: kept queued
             deferred += n
         elif status == "bounced":
             bounced += n
