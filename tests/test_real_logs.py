@@ -95,6 +95,18 @@ def test_rfc5424_cut_tag_tells_tlsproxy_handshakes_from_the_smtp_clients() -> No
     assert {e.pid for e in handshakes} == {16538, 16543, 16545, 16549}
 
 
+@pytest.mark.parametrize("fmt", ["short-full", "short-unix", "short-monotonic"])
+def test_journalctl_output_counts_the_same_as_the_maillog(fmt: str) -> None:
+    reference, _ = replay(REAL / "postfix-3.7-rare.log")
+    pipe, events = replay(REAL / f"journalctl-{fmt}.log")
+    assert pipe.stats.totals == reference.stats.totals
+    if fmt == "short-monotonic":
+        assert {e.ts for e in events} == {None}  # no wall clock in that format
+    else:  # whole seconds: the journal kept lines of one second apart by a microsecond each
+        seconds = {e.ts for e in replay(REAL / "postfix-3.7-rare.log")[1]}
+        assert {int(e.ts or 0) for e in events} == seconds
+
+
 def test_rfc5424_without_slash_infers_the_daemon_from_the_message() -> None:
     _, events = replay(REAL / "rsyslog-rfc5424.log")
     by_kind = {(e.kind, e.service) for e in events}

@@ -117,7 +117,10 @@ _ALTERNATIVES = rf"""
 )
 """
 
-_MESSAGE: Final = re.compile(r"\]:\ (?:" + _ALTERNATIVES + ")", re.X)
+# Solaris and illumos syslogd insert a message ID after the tag: "]: [ID 197553 mail.info] ..."
+_MESSAGE: Final = re.compile(
+    r"\]:\ (?:\[ID\ \d+\ [a-z0-9]+\.[a-z]+\]\ )?(?:" + _ALTERNATIVES + ")", re.X
+)
 _BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
 assert _MESSAGE.groupindex == _BODY.groupindex  # handlers read groups by number from either
 
@@ -170,15 +173,25 @@ _SEVERITY_WORDS: Final = frozenset(
 #   mail_1  | Nov  5 ...                            docker compose's service prefix,
 #   2024-07-03T17:18:06.602684852Z Jul 03 ...      docker logs --timestamps before the stamp,
 #   postfix/smtpd[1234                              the tag alone (no timestamp, no host),
+#   /var/log/mail.log.1:Nov  5 ...                  grep -H / zgrep's file name before the stamp,
+#   Wed 2025-11-05 09:03:07 UTC mx ...             journalctl -o short-full,
+#   1762333387.118402 mx ...                        journalctl -o short-unix,
+#   [  642875.000001] mx ...                        journalctl -o short-monotonic (no wall clock),
+#   09:03:07 mx ...                                 a time without a date (not read),
 # and a month name in another language (the timestamp is then not read).
 _HEADER: Final = re.compile(
     rf"""
     (?:[^\s|]+\s+\|\s+)?
+    (?:[^\s:|]+:(?=[A-Z][a-z]{{2}}\s|\d{{4}}-\d\d-\d\d[T\ ]))?
     (?:(?P<dock>\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+(?=\S+\s+[ 0-3]?\d\s))?
     (?:<\d{{1,3}}>)?
     (?:
       (?:(?P<bsd>[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d)(?:\.\d+)?
         |(?P<iso>\d{{4}}-\d\d-\d\d[T\ ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d(?::?\d\d)?)?)
+        |(?P<other>[A-Z][a-z]{{2}}\ \d{{4}}-\d\d-\d\d\ \d\d:\d\d:\d\d(?:\.\d+)?\ [\w+-]+
+          |\d{{9,11}}\.\d{{1,9}})
+        |\[\s*\d+\.\d+(?:\s+<\s*\d+\.\d+\s*>)?\s*\]
+        |\d\d:\d\d:\d\d(?:\.\d+)?
         |[^\W\d_]{{3,5}}\.?\s+[0-3]?\d\s+\d\d:\d\d:\d\d
       )\s+
     )?
@@ -320,13 +333,32 @@ class Timestamps:
         self._hours: dict[tuple[int, int, int, int], float] = {}
 
     def parse(self, text: str) -> float | None:
-        """Seconds since the epoch for a classic or ISO 8601 timestamp, None for anything else."""
+        """Seconds since the epoch for a classic, ISO 8601 or journalctl (``short-full``,
+        ``short-unix``) timestamp, None for anything else."""
         cached = self.cache.get(text)
         if cached is not None:
             return cached
         if text[:1].isdigit():
+            if "-" not in text and ":" not in text:
+                try:
+                    return float(text)  # short-unix: seconds since the epoch
+                except ValueError:
+                    return None
             return self.iso(text)
+        if text[8:9] == "-":
+            return self._full(text)
         return self.bsd(text)
+
+    def _full(self, text: str) -> float | None:
+        """journalctl's ``Wed 2025-11-05 09:03:07 CET``: local time, unless the zone says UTC
+        (a zone abbreviation is ambiguous; journalctl writes the zone of the machine it runs on,
+        which is also where tlslogd reads its output)."""
+        parts = text.split()
+        if len(parts) != 4:
+            return None
+        zone = parts[3]
+        offset = "+00:00" if zone in ("UTC", "GMT") else zone if zone[:1] in "+-" else ""
+        return self.iso(f"{parts[1]}T{parts[2]}{offset}")
 
     def bsd(self, text: str) -> float | None:
         cached = self.cache.get(text)
@@ -660,7 +692,7 @@ class Parser:
 
     def _header_fields(self, h: re.Match[str]) -> _Fields:
         tag = h.group("tag")
-        dock, bsd, iso = h.group("dock", "bsd", "iso")
+        dock, bsd, iso, other = h.group("dock", "bsd", "iso", "other")
         ts = None
         if dock is not None:
             ts = self.timestamps.iso(dock)
@@ -668,6 +700,8 @@ class Parser:
             ts = self.timestamps.bsd(bsd)
         elif iso is not None:
             ts = self.timestamps.iso(iso)
+        elif other is not None:
+            ts = self.timestamps.parse(other)
         return h.group("host"), tag, self._service(tag), int(h.group("pid")), ts
 
     def _service(self, tag: str) -> str:
