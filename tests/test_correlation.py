@@ -238,7 +238,7 @@ def test_a_message_is_decided_at_the_end_of_its_session_when_no_handshake_was_lo
     unfinished, _ = replay(text)
     unfinished.finish()
     assert unfinished.stats.counters["received"] == {
-        ("smtpd", "postfix/submission/smtpd", "unknown"): 1
+        ("smtpd", "postfix/submission/smtpd", "unknown", "remote"): 1
     }
 
 
@@ -264,7 +264,7 @@ def test_a_message_a_content_filter_reinjects_is_not_received_twice() -> None:
         ("NOQUEUE", None),
         ("9A38C20B01", "Gameserver.services[185.101.93.86]"),
     ]
-    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes"): 1}
+    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}
 
 
 def test_local_agents_are_local_and_soft_bounces_are_deferrals() -> None:
@@ -277,3 +277,22 @@ def test_local_agents_are_local_and_soft_bounces_are_deferrals() -> None:
     soft = sample_lines("wild-deliveries.log", "status=SOFTBOUNCE")
     pipe, _ = replay(soft)
     assert adoption(pipe.stats)["outbound"]["deferred"] == soft.count("\n") == 6
+
+
+def test_sessions_of_local_clients_are_local_not_inbound_adoption() -> None:
+    """The lab log's clients are all on loopback: with the default local networks every
+    session and message is local (a content filter handing mail back looks just like that), is
+    counted as such, and lists nobody as a client that should use STARTTLS."""
+    remote, _ = replay(LAB_LOG.read_text())
+    local, events = replay(LAB_LOG.read_text(), local=("127.0.0.0/8", "::1/128"))
+    ends = [e for e in events if isinstance(e, SessionEnd)]
+    assert ends and {e.scope for e in ends} == {"local"}
+    assert {e.scope for e in events if isinstance(e, MessageReceived)} == {"local"}
+    totals = local.stats.totals
+    assert totals["local_sessions"] == totals["sessions"] == remote.stats.totals["sessions"]
+    assert totals["local_messages_received"] == totals["messages_received"] == 49
+    assert totals["tls_sessions"] == totals["plaintext_sessions"] == 0
+    assert adoption(local.stats)["inbound"]["sessions"] == {}
+    assert adoption(local.stats)["inbound"]["sessions_local"] == totals["sessions"]
+    assert local.stats.peers.query(category="inbound_no_starttls") == []
+    assert remote.stats.peers.query(category="inbound_no_starttls") != []

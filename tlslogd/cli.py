@@ -445,6 +445,8 @@ def write_csv(data: dict[str, Any], out: IO[str]) -> None:
         w.writerow(["sessions", "inbound", f"starttls={starttls}", n])
     for tls, n in data["adoption"]["inbound"]["messages"].items():
         w.writerow(["messages_received", "inbound", f"tls={tls}", n])
+    w.writerow(["sessions_local", "inbound", "", data["adoption"]["inbound"]["sessions_local"]])
+    w.writerow(["messages_local", "inbound", "", data["adoption"]["inbound"]["messages_local"]])
     for label, census in data["handshakes"].items():
         for direction, counts in census.items():
             for name, n in counts.items():
@@ -498,6 +500,15 @@ def render_table(data: dict[str, Any]) -> str:
         f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
         f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"
     )
+    add(
+        f"    local (content filters, local clients): {i['sessions_local']} sessions, "
+        f"{i['messages_local']} messages"
+    )
+    if i["sessions_local"] and not sum(sess.values()):
+        add(
+            "    every session came from a client in --local-networks; if those are real "
+            "clients (a lab on loopback), run again with --local-networks ''"
+        )
     for label, title in (
         ("protocol", "Protocols"),
         ("cipher", "Ciphers"),

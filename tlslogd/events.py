@@ -162,6 +162,7 @@ class SessionEnd(Event):
     starttls: str | None = None  # decided by the correlator: used|implicit|failed|not_used|...
     tls_protocol: str | None = None  # the session's handshake, from the correlator
     tls_cipher: str | None = None
+    scope: str = "remote"  # decided by the correlator: local (a client in local_networks)
 
     def counter(self, name: str) -> tuple[int, int] | None:
         """(succeeded, attempted) of one command counter, None when not logged."""
@@ -206,6 +207,7 @@ class MessageReceived(Event):
     # counted in its own session
     orig_client: str | None = None
     tls: str = "unknown"  # decided by the correlator
+    scope: str = "remote"  # decided by the correlator, as its session's
 
 
 @dataclass(slots=True)

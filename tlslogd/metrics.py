@@ -54,13 +54,14 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_sessions_total": MetricSpec(
         "counter",
-        "Finished smtpd sessions by their use of STARTTLS.",
-        ("direction", "service", "program", "starttls"),
+        "Finished smtpd sessions by their use of STARTTLS; scope=local for clients in the local "
+        "networks (content filters handing mail back, local applications).",
+        ("direction", "service", "program", "starttls", "scope"),
     ),
     "tlslogd_received_messages_total": MetricSpec(
         "counter",
-        "Messages queued by smtpd, by whether their session used TLS.",
-        ("service", "program", "tls"),
+        "Messages queued by smtpd, by whether their session used TLS, and its scope.",
+        ("service", "program", "tls", "scope"),
     ),
     "tlslogd_log_lines_total": MetricSpec(
         "counter", "Log lines read, by what became of them.", ("result",)

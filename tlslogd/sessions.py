@@ -86,6 +86,7 @@ class Entry:
     offered_qid: str | None = None
     failure: TlsFailure | None = None  # a failed attempt whose last line may not be logged yet
     started: bool = False  # inbound: ``connect from`` was seen
+    local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
     held: list[MessageReceived] | None = None
 
@@ -488,6 +489,7 @@ class Correlator:
             _release(old, emit)
         entry = self._entry(ev, emit)
         entry.started = True
+        entry.local = self._is_local(split_peer(ev.peer)[1])
 
     def _inbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         emit(ev)
@@ -503,6 +505,9 @@ class Correlator:
         if ev.orig_client is not None:
             return  # re-injected by a content filter: counted in the original client's session
         entry = self._entry(ev, emit)
+        local = entry.local if entry.started else self._is_local(split_peer(ev.peer)[1])
+        if local:
+            ev.scope = "local"
         if entry.tls is not None:
             ev.tls = "yes"
         elif not entry.started:
@@ -525,6 +530,13 @@ class Correlator:
         starttls = ev.counter("starttls")
         modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
         failure = entry.failure if entry is not None else None
+        local = (
+            entry.local
+            if entry is not None and entry.started
+            else self._is_local(split_peer(ev.peer)[1])
+        )
+        if local:
+            ev.scope = "local"
         if entry is not None and entry.tls is not None:
             ev.starttls = "implicit" if modern and starttls is None else "used"
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
@@ -596,6 +608,7 @@ class Correlator:
                     "offered_ts": e.offered_ts,
                     "offered_qid": e.offered_qid,
                     "started": e.started,
+                    "local": e.local,
                     "held": [
                         [
                             m.host,
@@ -649,5 +662,9 @@ class Correlator:
                 offered_qid=item.get("offered_qid"),
                 failure=None if failure is None else TlsFailure(*failure),
                 started=bool(item.get("started")),
-                held=[MessageReceived(*m) for m in item.get("held") or ()] or None,
+                local=bool(item.get("local")),
             )
+            held = [MessageReceived(*m) for m in item.get("held") or ()]
+            for message in held:
+                message.scope = "local" if item.get("local") else "remote"
+            self._table[(host, program, pid)].held = held or None

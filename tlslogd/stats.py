@@ -44,8 +44,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "offered": ("service", "program"),
     "deliveries": ("service", "program", "status", "tls", "scope"),
     "offered_plaintext": ("service", "program", "status"),
-    "sessions": ("direction", "service", "program", "starttls"),
-    "received": ("service", "program", "tls"),
+    "sessions": ("direction", "service", "program", "starttls", "scope"),
+    "received": ("service", "program", "tls", "scope"),
 }
 
 TOTALS = (
@@ -67,8 +67,10 @@ TOTALS = (
     "sessions",
     "tls_sessions",
     "plaintext_sessions",
+    "local_sessions",
     "messages_received",
     "tls_messages_received",
+    "local_messages_received",
 )
 
 _KEY_CACHE_MAX = 20_000
@@ -242,9 +244,12 @@ class Stats:
 
     def _session(self, ev: SessionEnd) -> None:
         starttls = ev.starttls or "unknown"
-        self._count("sessions", (INBOUND, ev.service, ev.program, starttls))
+        self._count("sessions", (INBOUND, ev.service, ev.program, starttls, ev.scope))
         totals = self.totals
         totals["sessions"] += 1
+        if ev.scope != "remote":
+            totals["local_sessions"] += 1
+            return  # a content filter handing mail back, a local application: not a peer
         used = starttls in ("used", "implicit")
         if used:
             totals["tls_sessions"] += 1
@@ -262,9 +267,11 @@ class Stats:
             self.peers.count(peer, "inbound_no_starttls")
 
     def _received(self, ev: MessageReceived) -> None:
-        self._count("received", (ev.service, ev.program, ev.tls))
+        self._count("received", (ev.service, ev.program, ev.tls, ev.scope))
         self.totals["messages_received"] += 1
-        if ev.tls == "yes":
+        if ev.scope != "remote":
+            self.totals["local_messages_received"] += 1
+        elif ev.tls == "yes":
             self.totals["tls_messages_received"] += 1
 
     def _offered(self, ev: StarttlsOffered) -> None:

@@ -416,7 +416,9 @@ def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
         f'<div class="big" id="inbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
         f'{_meter(pct)}<p class="note">smtpd sessions since tlslogd started ({started}).</p>'
         f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
-        f'<p class="note">Not counted: {uncounted}.</p></section>'
+        f'<p class="note">Not counted: {uncounted}, <span id="inbound-local"'
+        f"{_attrs(data_value=_int(inb.get('sessions_local')))}>"
+        f"{_count(_int(inb.get('sessions_local')))}</span> from local clients.</p></section>"
     )
 
 

@@ -41,11 +41,19 @@ def adoption(stats: Stats) -> dict[str, Any]:
         elif status == "bounced":
             bounced += n
     sessions: dict[str, int] = {}
-    for (_, _, _, starttls), n in stats.counters["sessions"].items():
-        sessions[starttls] = sessions.get(starttls, 0) + n
+    local_sessions = 0
+    for (_, _, _, starttls, scope), n in stats.counters["sessions"].items():
+        if scope == "remote":
+            sessions[starttls] = sessions.get(starttls, 0) + n
+        else:
+            local_sessions += n
     received: dict[str, int] = {}
-    for (_, _, tls), n in stats.counters["received"].items():
-        received[tls] = received.get(tls, 0) + n
+    local_received = 0
+    for (_, _, tls, scope), n in stats.counters["received"].items():
+        if scope == "remote":
+            received[tls] = received.get(tls, 0) + n
+        else:
+            local_received += n
     offered_plain = sum(
         n for (_, _, status), n in stats.counters["offered_plaintext"].items() if status == "sent"
     )
@@ -62,8 +70,10 @@ def adoption(stats: Stats) -> dict[str, Any]:
         },
         "inbound": {
             "sessions": sessions,
+            "sessions_local": local_sessions,
             "tls_session_percent": percent(tls_sessions, decided_sessions),
             "messages": received,
+            "messages_local": local_received,
             "tls_message_percent": percent(
                 received.get("yes", 0), received.get("yes", 0) + received.get("no", 0)
             ),
@@ -93,7 +103,9 @@ def failures(stats: Stats) -> dict[str, dict[str, int]]:
 def by_program(stats: Stats) -> dict[str, dict[str, int]]:
     """Inbound sessions per syslog tag (submission vs port 25) by STARTTLS use."""
     out: dict[str, dict[str, int]] = {}
-    for (_, _, program, starttls), n in stats.counters["sessions"].items():
+    for (_, _, program, starttls, scope), n in stats.counters["sessions"].items():
+        if scope != "remote":
+            continue
         bucket = out.setdefault(program, {})
         bucket[starttls] = bucket.get(starttls, 0) + n
     return out
