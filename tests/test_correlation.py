@@ -125,6 +125,8 @@ def test_reading_that_starts_mid_session_says_unknown_never_a_guess() -> None:
     text = log(
         # the handshake of this connection was logged before the first line we read
         "Dec  1 10:00:00 mx postfix/smtp[100]: 4F1A2B3C4D: to=<a@example.com>, relay=mx.example.com[192.0.2.25]:25, delay=3.2, delays=0.1/0/1.5/1.6, dsn=2.0.0, status=sent (250 ok)",
+        # another process's handshake: this smtp service logs them (smtp_tls_loglevel >= 1)
+        "Dec  1 10:01:00 mx postfix/smtp[102]: Trusted TLS connection established to mx.example.org[192.0.2.26]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
         # a connection set up well after we started: no handshake line means plaintext
         "Dec  1 10:05:00 mx postfix/smtp[101]: 5A1B2C3D4E: to=<b@example.net>, relay=mx.example.net[198.51.100.7]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 ok)",
         "Dec  1 10:05:01 mx postfix/smtpd[200]: 6B1C2D3E4F: client=mail.example.org[203.0.113.5]",
@@ -296,3 +298,19 @@ def test_sessions_of_local_clients_are_local_not_inbound_adoption() -> None:
     assert adoption(local.stats)["inbound"]["sessions_local"] == totals["sessions"]
     assert local.stats.peers.query(category="inbound_no_starttls") == []
     assert remote.stats.peers.query(category="inbound_no_starttls") != []
+
+
+def test_without_any_smtp_handshake_line_deliveries_are_unknown_not_plaintext() -> None:
+    """smtp_tls_loglevel = 0 (Postfix's default), or a log filtered with grep: no smtp process
+    ever logs a handshake, so the absence of one says nothing. The lab log without its outbound
+    summaries: no delivery is called plaintext, except those after "Host offered STARTTLS"."""
+    level0 = "".join(
+        line
+        for line in LAB_LOG.read_text().splitlines(keepends=True)
+        if not ("/smtp[" in line and "TLS connection " in line)
+    )
+    _, events = replay(level0)
+    sent = [d for d in deliveries(events) if d.status == "sent" and d.scope == "remote"]
+    assert {d.tls for d in sent if not d.offered} == {"unknown"}
+    assert {relay_addr(d) for d in sent if d.tls == "no"} == {"127.0.0.4", "127.0.0.14"}
+    assert all(d.offered for d in sent if d.tls == "no")

@@ -96,6 +96,12 @@ _HELD_MAX = 100  # messages held per session (smtpd's default recipient and mess
 _MESSAGE_TLS = {"used": "yes", "implicit": "yes", "not_used": "no", "failed": "no", "no_ehlo": "no"}
 
 
+def _instance(program: str) -> str:
+    """The Postfix instance of a syslog tag: ``postfix`` for ``postfix/amavis/smtp``,
+    ``postfix-out`` for ``postfix-out/smtp`` (whose main.cf sets the TLS log levels)."""
+    return program.split("/", 1)[0]
+
+
 def _release(entry: Entry, emit: Emit) -> None:
     """What an entry still holds when it leaves the table without its closing line: its
     pending failure, and its held messages (whose TLS stays unknown)."""
@@ -190,8 +196,9 @@ class Correlator:
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
         self._scopes: dict[str, str] = {}
-        # (log host, syslog tag) of the smtpd services seen logging a handshake summary
-        self._logging_tls: set[tuple[str | None, str]] = set()
+        # (log host, Postfix instance, direction) seen logging a handshake summary: the
+        # instance's smtpd_tls_loglevel / smtp_tls_loglevel is at least 1
+        self._logging_tls: set[tuple[str | None, str, str]] = set()
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
         # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
@@ -298,6 +305,7 @@ class Correlator:
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
         entry.tls_qid = None
         entry.offered = None
+        self._logs_tls(ev)
         if not ev.reused:
             emit(ev)
 
@@ -359,8 +367,16 @@ class Correlator:
             entry.offered_qid = qid
             ev.tls = "no"
             ev.offered = True
-        elif window is not None and self.stream_start is not None and window >= self.stream_start:
-            ev.tls = "no"  # Postfix logs nothing for a server without STARTTLS
+        elif (
+            window is not None
+            and self.stream_start is not None
+            and window >= self.stream_start
+            and (ev.host, _instance(ev.program), OUTBOUND) in self._logging_tls
+        ):
+            # Postfix logs nothing for a server without STARTTLS -- but neither does it for any
+            # handshake at smtp_tls_loglevel = 0, nor does a log filtered with grep: only an
+            # instance seen logging handshakes makes the absence of one evidence
+            ev.tls = "no"
         else:
             ev.tls = "unknown"  # the connection began before tlslogd started reading
         if ev.tls_feature:
@@ -446,6 +462,11 @@ class Correlator:
             ev.detail = f"{ev.detail}; {library.detail}"
         emit(ev)
 
+    def _logs_tls(self, ev: TlsEstablished) -> None:
+        if len(self._logging_tls) >= 1024:
+            self._logging_tls.clear()
+        self._logging_tls.add((ev.host, _instance(ev.program), ev.direction))
+
     def _proxy_connection(self, ev: TlsproxyConnection, emit: Emit) -> None:
         """With a syslog tag cut to ``postfix`` (rsyslog's RFC 5424 APP-NAME), tlsproxy's
         handshake lines look like those of the smtp client or smtpd. tlsproxy logs ``CONNECT to
@@ -495,9 +516,7 @@ class Correlator:
         emit(ev)
         if ev.service == "tlsproxy":
             return  # postscreen's STARTTLS session: no smtpd session to attach it to
-        if len(self._logging_tls) >= 1024:
-            self._logging_tls.clear()
-        self._logging_tls.add((ev.host, ev.program))
+        self._logs_tls(ev)
         entry = self._entry(ev, emit)
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
@@ -512,8 +531,8 @@ class Correlator:
             ev.tls = "yes"
         elif not entry.started:
             ev.tls = "unknown"
-        elif (ev.host, ev.program) in self._logging_tls:
-            ev.tls = "no"  # this smtpd logs its handshakes, and the session had none
+        elif (ev.host, _instance(ev.program), INBOUND) in self._logging_tls:
+            ev.tls = "no"  # this instance logs its handshakes, and the session had none
         else:
             # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
             # one, and the session's STARTTLS counter decides when it ends
@@ -643,11 +662,15 @@ class Correlator:
             "stream_start": self.stream_start,
             "next_sweep": self._next_sweep,
             "entries": entries,
+            "logging_tls": sorted(self._logging_tls, key=lambda k: (k[0] or "", k[1], k[2])),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
         self.stream_start = data.get("stream_start")
         self._next_sweep = float(data.get("next_sweep") or 0.0)
+        self._logging_tls = {
+            (host, instance, direction) for host, instance, direction in data.get("logging_tls", ())
+        }
         self._table.clear()
         for item in data.get("entries", []):
             host, program, pid = item["key"]
