@@ -195,7 +195,8 @@ class Correlator:
         self.stream_start: float | None = None
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
-        self._scopes: dict[str, str] = {}
+        self._scopes: dict[str, str] = {}  # relay -> local | remote
+        self._client_scopes: dict[str, bool] = {}  # smtpd client -> in the local networks
         # (log host, Postfix instance, direction) seen logging a handshake summary: the
         # instance's smtpd_tls_loglevel / smtp_tls_loglevel is at least 1
         self._logging_tls: set[tuple[str | None, str, str]] = set()
@@ -462,6 +463,15 @@ class Correlator:
             ev.detail = f"{ev.detail}; {library.detail}"
         emit(ev)
 
+    def _local_client(self, peer: str) -> bool:
+        local = self._client_scopes.get(peer)
+        if local is None:
+            local = self._is_local(split_peer(peer)[1])
+            if len(self._client_scopes) > 4096:
+                self._client_scopes.clear()
+            self._client_scopes[peer] = local
+        return local
+
     def _logs_tls(self, ev: TlsEstablished) -> None:
         if len(self._logging_tls) >= 1024:
             self._logging_tls.clear()
@@ -510,7 +520,7 @@ class Correlator:
             _release(old, emit)
         entry = self._entry(ev, emit)
         entry.started = True
-        entry.local = self._is_local(split_peer(ev.peer)[1])
+        entry.local = self._local_client(ev.peer)
 
     def _inbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         emit(ev)
@@ -524,7 +534,7 @@ class Correlator:
         if ev.orig_client is not None:
             return  # re-injected by a content filter: counted in the original client's session
         entry = self._entry(ev, emit)
-        local = entry.local if entry.started else self._is_local(split_peer(ev.peer)[1])
+        local = entry.local if entry.started else self._local_client(ev.peer)
         if local:
             ev.scope = "local"
         if entry.tls is not None:
@@ -549,11 +559,7 @@ class Correlator:
         starttls = ev.counter("starttls")
         modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
         failure = entry.failure if entry is not None else None
-        local = (
-            entry.local
-            if entry is not None and entry.started
-            else self._is_local(split_peer(ev.peer)[1])
-        )
+        local = entry.local if entry is not None and entry.started else self._local_client(ev.peer)
         if local:
             ev.scope = "local"
         if entry is not None and entry.tls is not None:
