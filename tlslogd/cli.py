@@ -501,8 +501,8 @@ def render_table(data: dict[str, Any]) -> str:
         f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"
     )
     add(
-        f"    local (content filters, local clients): {i['sessions_local']} sessions, "
-        f"{i['messages_local']} messages"
+        f"    local clients (content filters, applications): sessions {i['sessions_local']}, "
+        f"messages {i['messages_local']}"
     )
     if i["sessions_local"] and not sum(sess.values()):
         add(
