@@ -314,3 +314,21 @@ def test_without_any_smtp_handshake_line_deliveries_are_unknown_not_plaintext() 
     assert {d.tls for d in sent if not d.offered} == {"unknown"}
     assert {relay_addr(d) for d in sent if d.tls == "no"} == {"127.0.0.4", "127.0.0.14"}
     assert all(d.offered for d in sent if d.tls == "no")
+
+
+def test_lmtp_is_local_wherever_the_mailbox_store_runs() -> None:
+    line = sample_lines("wild-deliveries.log", "relay=mail.tubui.xyz[103.124.94.220]:7025")
+    pipe, events = replay(line)
+    assert [(d.service, d.scope) for d in deliveries(events)] == [("lmtp", "local")]
+    assert pipe.stats.peers.query(category="plaintext_out") == []
+
+
+def test_repeated_messages_never_make_line_counts_negative() -> None:
+    # darold/sendmailanalyzer#30: rsyslog's "message repeated 2 times: [...]" makes three
+    # events of one line
+    text = sample_lines("wild-headers.log", "svcenmta01 postfix/smtpd[11557]")
+    lines = text.count("\n")
+    pipe, _ = replay(text)
+    counted = pipe.stats.lines
+    assert min(counted.values()) >= 0
+    assert sum(counted.values()) == pipe.stats.totals["lines"] == lines

@@ -57,7 +57,8 @@ class Pipeline:
             feed(ev, emit)
             if sink is not None:
                 sink(ev)
-        self.stats.add_lines(lines, events, unrecognised)
+        # rsyslog's "message repeated N times" makes N events of one line
+        self.stats.add_lines(lines, min(events, lines - unrecognised), unrecognised)
         return lines
 
     def finish(self) -> None:

@@ -151,7 +151,11 @@ def to_record(ev: Event) -> dict[str, Any]:
         )
     elif isinstance(ev, MessageReceived):
         rec.update(
-            queue_id=ev.queue_id, sasl_method=ev.sasl_method, orig_client=ev.orig_client, tls=ev.tls
+            queue_id=ev.queue_id,
+            sasl_method=ev.sasl_method,
+            orig_client=ev.orig_client,
+            tls=ev.tls,
+            scope=ev.scope,
         )
     elif isinstance(ev, SessionEnd):
         commands = ev.counters.get("commands")
@@ -159,6 +163,7 @@ def to_record(ev: Event) -> dict[str, Any]:
             counters={k: _ratio(v) for k, v in ev.counters.items() if k != "commands"},
             commands=_ratio(commands) if commands else None,
             starttls=ev.starttls,
+            scope=ev.scope,
             notes=ev.notes,
             protocol=ev.tls_protocol,
             cipher=ev.tls_cipher,

@@ -340,7 +340,8 @@ class Correlator:
             if len(self._scopes) > 4096:
                 self._scopes.clear()
             self._scopes[ev.relay] = scope
-        ev.scope = scope
+        # LMTP hands mail to a mailbox store (Dovecot, Zimbra's mailboxd), wherever it runs
+        ev.scope = "local" if ev.service == "lmtp" else scope
         entry = self._entry(ev, emit)
         qid = ev.queue_id
         window = self._window_start(ev)
