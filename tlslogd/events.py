@@ -211,6 +211,17 @@ class MessageReceived(Event):
 
 
 @dataclass(slots=True)
+class ProxyVerdict(Event):
+    """``proxy-accept: END-OF-MESSAGE: ...`` / ``proxy-reject: ...``: the before-queue content
+    filter (``smtpd_proxy_filter``) took the message that ``NOQUEUE: client=`` announced, or not."""
+
+    kind: ClassVar[str] = "proxy_verdict"
+    direction: ClassVar[str] = INBOUND
+    accepted: bool
+    text: str
+
+
+@dataclass(slots=True)
 class TlsproxyConnection(Event):
     """tlsproxy ``CONNECT to|from [addr]:port`` and ``DISCONNECT [addr]:port``."""
 

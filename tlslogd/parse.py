@@ -35,6 +35,7 @@ from tlslogd.events import (
     Ignored,
     MessageReceived,
     PostfixStarted,
+    ProxyVerdict,
     SessionEnd,
     SessionStart,
     StarttlsOffered,
@@ -88,6 +89,7 @@ _ALTERNATIVES = rf"""
  |(?P<unrec_tls>)
 )
 |connect\ from\ (?:(?P<conn_peer>\S+)(?P<conn>)|(?P<unrec_conn>))
+|proxy-(?P<px_what>accept|reject):\ (?P<px_text>[^\n]*)(?P<px>)
 |daemon\ started\ --\ version\ (?P<ms_version>[^,\s]+)(?P<ms>)
 |disconnect\ from\ (?:(?P<disc_peer>\S+)(?P<disc_rest>[^\n]*)(?P<disc>)|(?P<unrec_disc>))
 |Host\ offered\ (?:STARTTLS:\ \[(?P<off_host>[^\]\n]*)\](?P<off>)|(?P<unrec_off>))
@@ -541,6 +543,7 @@ class Parser:
             "policy": self._policy,
             "policymap": self._policy,
             "ms": self._master_started,
+            "px": self._proxy_verdict,
             "eng": self._engine,
         }
 
@@ -1051,6 +1054,18 @@ class Parser:
         peer = m.group("rf_peer") or m.group("rl_peer")
         detail = "rate limit" if m.group("rl_peer") else "STARTTLS refused"
         return TlsFailure(host, tag, svc, pid, ts, INBOUND, peer, "refused", detail, "refuse")
+
+    def _proxy_verdict(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        what, text = m.group("px_what", "px_text")
+        return ProxyVerdict(host, tag, svc, pid, ts, what == "accept", text)
 
     def _wrapper_dropped(
         self,

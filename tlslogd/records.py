@@ -12,6 +12,7 @@ from tlslogd.events import (
     Event,
     MessageReceived,
     PostfixStarted,
+    ProxyVerdict,
     SessionEnd,
     TlsEstablished,
     TlsFailure,
@@ -170,6 +171,8 @@ def to_record(ev: Event) -> dict[str, Any]:
         )
     elif isinstance(ev, TlsproxyConnection):
         rec.update(action=ev.what)
+    elif isinstance(ev, ProxyVerdict):
+        rec.update(action="accept" if ev.accepted else "reject", detail=ev.text)
     elif isinstance(ev, PostfixStarted):
         rec.update(version=ev.version)
     return rec

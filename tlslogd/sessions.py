@@ -39,6 +39,7 @@ from tlslogd.events import (
     Event,
     MessageReceived,
     PostfixStarted,
+    ProxyVerdict,
     SessionEnd,
     SessionStart,
     StarttlsOffered,
@@ -89,6 +90,8 @@ class Entry:
     local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
     held: list[MessageReceived] | None = None
+    # inbound: messages a before-queue content filter has not accepted yet (NOQUEUE: client=)
+    proxied: list[MessageReceived] | None = None
 
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
@@ -100,6 +103,17 @@ def _instance(program: str) -> str:
     """The Postfix instance of a syslog tag: ``postfix`` for ``postfix/amavis/smtp``,
     ``postfix-out`` for ``postfix-out/smtp`` (whose main.cf sets the TLS log levels)."""
     return program.split("/", 1)[0]
+
+
+def _message_data(m: MessageReceived) -> list[Any]:
+    """A waiting message in the checkpoint (see :func:`_message`)."""
+    return [m.host, m.program, m.service, m.pid, m.ts, m.queue_id, m.peer, m.sasl_method]
+
+
+def _message(data: list[Any], scope: str) -> MessageReceived:
+    message = MessageReceived(*data)
+    message.scope = scope
+    return message
 
 
 def _release(entry: Entry, emit: Emit) -> None:
@@ -215,6 +229,7 @@ class Correlator:
             TlsFailure: self._failure,
             PostfixStarted: self._postfix_started,
             TlsproxyConnection: self._proxy_connection,
+            ProxyVerdict: self._proxy_verdict,
         }
 
     def __len__(self) -> int:
@@ -538,6 +553,27 @@ class Correlator:
         local = entry.local if entry.started else self._local_client(ev.peer)
         if local:
             ev.scope = "local"
+        if ev.queue_id == "NOQUEUE":
+            # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
+            # received only when the filter accepts it at the end of DATA
+            if entry.proxied is None:
+                entry.proxied = []
+            if len(entry.proxied) < _HELD_MAX:
+                entry.proxied.append(ev)
+            return
+        self._decide(ev, entry, emit)
+
+    def _proxy_verdict(self, ev: ProxyVerdict, emit: Emit) -> None:
+        entry = self._table.get((ev.host, ev.program, ev.pid))
+        if entry is None or not entry.proxied:
+            return
+        if ev.accepted:
+            self._decide(entry.proxied.pop(0), entry, emit)
+        elif ev.text.startswith("END-OF-MESSAGE"):
+            entry.proxied.pop(0)  # rejected at the end of DATA: nothing was queued
+
+    def _decide(self, ev: MessageReceived, entry: Entry, emit: Emit) -> None:
+        """A queued message's TLS, from its session, now or when the session ends."""
         if entry.tls is not None:
             ev.tls = "yes"
         elif not entry.started:
@@ -635,19 +671,8 @@ class Correlator:
                     "offered_qid": e.offered_qid,
                     "started": e.started,
                     "local": e.local,
-                    "held": [
-                        [
-                            m.host,
-                            m.program,
-                            m.service,
-                            m.pid,
-                            m.ts,
-                            m.queue_id,
-                            m.peer,
-                            m.sasl_method,
-                        ]
-                        for m in e.held or ()
-                    ],
+                    "held": [_message_data(m) for m in e.held or ()],
+                    "proxied": [_message_data(m) for m in e.proxied or ()],
                     "failure": None
                     if f is None
                     else [
@@ -694,7 +719,7 @@ class Correlator:
                 started=bool(item.get("started")),
                 local=bool(item.get("local")),
             )
-            held = [MessageReceived(*m) for m in item.get("held") or ()]
-            for message in held:
-                message.scope = "local" if item.get("local") else "remote"
-            self._table[(host, program, pid)].held = held or None
+            entry = self._table[(host, program, pid)]
+            scope = "local" if item.get("local") else "remote"
+            entry.held = [_message(m, scope) for m in item.get("held") or ()] or None
+            entry.proxied = [_message(m, scope) for m in item.get("proxied") or ()] or None
