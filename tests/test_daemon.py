@@ -161,6 +161,25 @@ def test_reads_the_log_from_the_start_and_serves_metrics_and_api(
     assert d.stop() == 0
 
 
+def test_policy_candidates_are_exported_once_caught_up(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """tlslogd_policy_candidates: the lab's 127.0.0.4 is under a 'none' policy although it
+    offers STARTTLS (remove_none); nothing else has the evidence for enforcement yet (may)."""
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES))
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start")
+    d.wait_lines(len(LAB_LINES))
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and "tlslogd_policy_candidates{" not in text:
+        time.sleep(0.2)
+        _, text = d.get("/metrics")
+    assert metric(text, "tlslogd_policy_candidates", level="remove_none") == 1
+    assert metric(text, "tlslogd_policy_candidates", level="encrypt") == 0
+    assert metric(text, "tlslogd_policy_candidates", level="may") > 0
+
+
 def test_without_from_start_it_begins_at_the_end_and_follows_appends(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:

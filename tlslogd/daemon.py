@@ -346,7 +346,9 @@ class Daemon:
                 self.checkpoint()
             self.notifier.watchdog()
             now = time.monotonic()
-            if now >= next_advice:
+            # the policy candidates take tens of milliseconds over a large destination table:
+            # not while catching up on a backlog, when scrapes already wait for the batches
+            if now >= next_advice and not self.source.lag_bytes():
                 next_advice = now + 60
                 self._refresh_candidates()
             if now >= next_status:
