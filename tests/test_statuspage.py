@@ -198,10 +198,13 @@ def build(
     text: str = "",
     health: SourceHealth | None = None,
     lag: int | None = 0,
+    local_networks: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """What the daemon hands ``render_status`` after reading ``text`` through its pipeline."""
     log = tmp_path / "mail.log"
-    settings = Settings(log=str(log), state_dir=tmp_path / "state", local_networks=[])
+    settings = Settings(
+        log=str(log), state_dir=tmp_path / "state", local_networks=list(local_networks)
+    )
     source = StubSource(log, health or SourceHealth(True, "", {"path": str(log)}), lag)
     daemon = Daemon(settings, source_factory=lambda kind, position: source)
     try:
@@ -233,6 +236,18 @@ def test_lab_adoption_figures_are_the_summary_s(lab: tuple[dict[str, Any], Page]
     assert page.value("messages-tls-percent") == inbound["tls_message_percent"] == 93.88
     assert page.value("messages-tls") == 46
     assert page.value("messages-plaintext") == 3
+
+
+def test_a_lab_on_loopback_is_told_how_to_count_its_peers(tmp_path: Path) -> None:
+    """With the default local networks, every peer of the loopback lab is local: the page says
+    so, and how to count them, instead of showing empty figures without a word."""
+    summary, peers = build(tmp_path, LAB_TEXT, local_networks=("127.0.0.0/8", "::1/128"))
+    page = Page(render_status(summary, peers))
+    assert page.value("outbound-local") == 49
+    assert page.value("inbound-local") == 56
+    html = render_status(summary, peers)
+    assert html.count("set <code>local_networks = []</code>") == 2
+    assert "local_networks = []" not in render_status(*build(tmp_path / "r", LAB_TEXT))
 
 
 def test_lab_censuses_failures_programs_and_totals(lab: tuple[dict[str, Any], Page]) -> None:

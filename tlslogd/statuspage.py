@@ -399,7 +399,9 @@ def _outbound_card(out: Mapping[str, Any], started: str) -> str:
         f'<p class="note">Not counted: <span id="outbound-local"'
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
-        f"{_count(_int(out.get('bounced')))} bounced.</p></section>"
+        f"{_count(_int(out.get('bounced')))} bounced.</p>"
+        f"{_all_local_hint(_int(out.get('sent_local')), yes + no + unknown, 'next hops')}"
+        "</section>"
     )
 
 
@@ -410,6 +412,7 @@ def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
     uncounted = ", ".join(
         f"{_count(_int(sessions.get(k)))} {label}" for k, label in _SESSIONS_UNCOUNTED
     )
+    local = _int(inb.get("sessions_local"))
     return (
         '<section class="kpi" aria-labelledby="h-inbound">'
         '<h2 id="h-inbound">Inbound sessions over TLS</h2>'
@@ -417,8 +420,20 @@ def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
         f'{_meter(pct)}<p class="note">smtpd sessions since tlslogd started ({started}).</p>'
         f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
         f'<p class="note">Not counted: {uncounted}, <span id="inbound-local"'
-        f"{_attrs(data_value=_int(inb.get('sessions_local')))}>"
-        f"{_count(_int(inb.get('sessions_local')))}</span> from local clients.</p></section>"
+        f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients.</p>"
+        f"{_all_local_hint(local, sum(map(_int, sessions.values())), 'clients')}"
+        "</section>"
+    )
+
+
+def _all_local_hint(local: int, remote: int, what: str) -> str:
+    """When everything was local: how to count a lab on loopback as the real thing."""
+    if not local or remote:
+        return ""
+    return (
+        f'<p class="note">All of them were in <code>local_networks</code> (loopback by '
+        f"default). If these are real {what} (a test lab on loopback), set "
+        "<code>local_networks = []</code>.</p>"
     )
 
 
