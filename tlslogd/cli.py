@@ -463,6 +463,13 @@ def _pct(value: float | None) -> str:
     return "   –  " if value is None else f"{value:5.1f}%"
 
 
+def _all_local(what: str, peers: str) -> str:
+    return (
+        f"    {what} in --local-networks; if those are real {peers} (a lab on loopback), "
+        "run again with --local-networks ''"
+    )
+
+
 def render_table(data: dict[str, Any]) -> str:
     out: list[str] = []
     add = out.append
@@ -485,10 +492,7 @@ def render_table(data: dict[str, Any]) -> str:
     add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
     add(f"    local (content filters, LMTP): {o['sent_local']}")
     if o["sent_local"] and not sum(s.values()):
-        add(
-            "    every delivery went to a relay in --local-networks; if those are real next "
-            "hops (a lab on loopback), run again with --local-networks ''"
-        )
+        add(_all_local("every delivery went to a relay", "next hops"))
     tls_sessions = sess.get("used", 0) + sess.get("implicit", 0)
     add(
         f"  inbound sessions                            {_pct(i['tls_session_percent'])} TLS  "
@@ -505,10 +509,7 @@ def render_table(data: dict[str, Any]) -> str:
         f"messages {i['messages_local']}"
     )
     if i["sessions_local"] and not sum(sess.values()):
-        add(
-            "    every session came from a client in --local-networks; if those are real "
-            "clients (a lab on loopback), run again with --local-networks ''"
-        )
+        add(_all_local("every session came from a client", "clients"))
     for label, title in (
         ("protocol", "Protocols"),
         ("cipher", "Ciphers"),

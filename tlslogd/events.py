@@ -53,6 +53,12 @@ def split_peer(peer: str | None) -> tuple[str | None, str | None, int | None]:
     return host, addr, port
 
 
+def tag_cut(program: str) -> bool:
+    """Whether a syslog tag lost its daemon: rsyslog's RFC 5424 APP-NAME cuts ``postfix/smtpd``
+    at the first slash, to ``postfix``."""
+    return "/" not in program
+
+
 @dataclass(slots=True)
 class Event:
     """Fields every event has: where and when the line was logged, and by which process."""

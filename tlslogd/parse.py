@@ -43,6 +43,7 @@ from tlslogd.events import (
     TlsFailure,
     TlsproxyConnection,
     Unrecognised,
+    tag_cut,
 )
 
 _CACHE_MAX: Final = 4096
@@ -259,6 +260,14 @@ def _daemon_of(ev: Event) -> str:
     if direction == OUTBOUND:
         return "smtp"
     return ev.service
+
+
+def _attribute(text: str, name: str) -> str | None:
+    """The value of ``name=value`` in a list of ``, name=value`` attributes."""
+    i = text.find(name)
+    if i < 0:
+        return None
+    return text[i + len(name) :].split(",", 1)[0].strip() or None
 
 
 def _param(text: str) -> str:
@@ -639,7 +648,7 @@ class Parser:
                 self.timestamps.iso(m.group("ts")),
             )
             ev: Event | None
-            cut = "/" not in fields[1]  # rsyslog's APP-NAME: "postfix/smtpd" cut to "postfix"
+            cut = tag_cut(fields[1])
             if body is None:
                 proxy = _PROXY_BODY.fullmatch(text, m.end(), end)
                 # tlsproxy's, when the tag says so; with a cut tag only CONNECT to/from, as
@@ -832,14 +841,8 @@ class Parser:
         ts: float | None,
     ) -> Event:
         qid, peer, rest = m.group(*_CLI_GROUPS)
-        sasl = orig = None
-        if rest:
-            i = rest.find("sasl_method=")
-            if i >= 0:
-                sasl = rest[i + 12 :].split(",", 1)[0].strip() or None
-            i = rest.find("orig_client=")
-            if i >= 0:
-                orig = rest[i + 12 :].split(",", 1)[0].strip() or None
+        sasl = _attribute(rest, "sasl_method=") if rest else None
+        orig = _attribute(rest, "orig_client=") if rest else None
         return MessageReceived(host, tag, svc, pid, ts, qid, peer, sasl, orig)
 
     def _connect(
@@ -1121,8 +1124,8 @@ class Parser:
         ts: float | None,
     ) -> Event | None:
         text = m.group("eng_text")
-        if "TLS" not in text and "certificate" not in text.lower() and text[0] != "S":
-            return None  # "cannot get/load" something else; "S": SMTPS wrappermode
+        if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
+            return None  # cannot get/load something else
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tlslogd.events import (
@@ -47,6 +47,7 @@ from tlslogd.events import (
     TlsFailure,
     TlsproxyConnection,
     split_peer,
+    tag_cut,
 )
 
 Outcome = Event
@@ -89,9 +90,9 @@ class Entry:
     started: bool = False  # inbound: ``connect from`` was seen
     local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
-    held: list[MessageReceived] | None = None
+    held: list[MessageReceived] = field(default_factory=list)
     # inbound: messages a before-queue content filter has not accepted yet (NOQUEUE: client=)
-    proxied: list[MessageReceived] | None = None
+    proxied: list[MessageReceived] = field(default_factory=list)
 
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
@@ -105,13 +106,23 @@ def _instance(program: str) -> str:
     return program.split("/", 1)[0]
 
 
+def _wait(queue: list[MessageReceived], ev: MessageReceived) -> bool:
+    """Keep a message until its session can decide it; False when the session already holds
+    as many as smtpd lets one session queue (decide it now instead)."""
+    if len(queue) >= _HELD_MAX:
+        return False
+    queue.append(ev)
+    return True
+
+
 def _message_data(m: MessageReceived) -> list[Any]:
     """A waiting message in the checkpoint (see :func:`_message`)."""
-    return [m.host, m.program, m.service, m.pid, m.ts, m.queue_id, m.peer, m.sasl_method]
+    return [m.host, m.program, m.service, m.pid, m.ts, m.queue_id, m.peer, m.sasl_method, m.scope]
 
 
-def _message(data: list[Any], scope: str) -> MessageReceived:
-    message = MessageReceived(*data)
+def _message(data: list[Any]) -> MessageReceived:
+    *fields, scope = data
+    message = MessageReceived(*fields)
     message.scope = scope
     return message
 
@@ -122,10 +133,9 @@ def _release(entry: Entry, emit: Emit) -> None:
     if entry.failure is not None:
         emit(entry.failure)
         entry.failure = None
-    if entry.held:
-        for message in entry.held:
-            emit(message)
-        entry.held = None
+    for message in entry.held:
+        emit(message)
+    entry.held.clear()
 
 
 def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
@@ -209,8 +219,7 @@ class Correlator:
         self.stream_start: float | None = None
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
-        self._scopes: dict[str, str] = {}  # relay -> local | remote
-        self._client_scopes: dict[str, bool] = {}  # smtpd client -> in the local networks
+        self._local_peers: dict[str, bool] = {}  # relay or smtpd client -> in local_networks
         # (log host, Postfix instance, direction) seen logging a handshake summary: the
         # instance's smtpd_tls_loglevel / smtp_tls_loglevel is at least 1
         self._logging_tls: set[tuple[str | None, str, str]] = set()
@@ -349,14 +358,9 @@ class Correlator:
                     emit(merge_failure(entry.failure, self._delivery_failure(ev)))
                     entry.failure = None
             return
-        scope = self._scopes.get(ev.relay)
-        if scope is None:
-            scope = "local" if self._is_local(split_peer(ev.relay)[1]) else "remote"
-            if len(self._scopes) > 4096:
-                self._scopes.clear()
-            self._scopes[ev.relay] = scope
         # LMTP hands mail to a mailbox store (Dovecot, Zimbra's mailboxd), wherever it runs
-        ev.scope = "local" if ev.service == "lmtp" else scope
+        local = ev.service == "lmtp" or self._local_peer(ev.relay)
+        ev.scope = "local" if local else "remote"
         entry = self._entry(ev, emit)
         qid = ev.queue_id
         window = self._window_start(ev)
@@ -439,8 +443,8 @@ class Correlator:
             self._proxy_failure(ev, emit)
             return
         entry = self._entry(ev, emit)
-        if entry.started and ev.source == "library" and "/" not in ev.program:
-            # a tag cut to "postfix": the library problem of an smtpd session, not of a client
+        if entry.started and ev.source == "library" and tag_cut(ev.program):
+            # the library problem of an smtpd session, not of a client
             ev.direction = INBOUND
             ev.service = "smtpd"
         pending = entry.failure
@@ -479,14 +483,20 @@ class Correlator:
             ev.detail = f"{ev.detail}; {library.detail}"
         emit(ev)
 
-    def _local_client(self, peer: str) -> bool:
-        local = self._client_scopes.get(peer)
+    def _local_peer(self, peer: str) -> bool:
+        """Whether a relay or client (``host[addr]:port``) is in the local networks."""
+        local = self._local_peers.get(peer)
         if local is None:
             local = self._is_local(split_peer(peer)[1])
-            if len(self._client_scopes) > 4096:
-                self._client_scopes.clear()
-            self._client_scopes[peer] = local
+            if len(self._local_peers) > 4096:
+                self._local_peers.clear()
+            self._local_peers[peer] = local
         return local
+
+    def _client_scope(self, entry: Entry | None, peer: str) -> str:
+        """A session's scope, and its messages': its client's, as ``connect from`` named it."""
+        local = entry.local if entry is not None and entry.started else self._local_peer(peer)
+        return "local" if local else "remote"
 
     def _logs_tls(self, ev: TlsEstablished) -> None:
         if len(self._logging_tls) >= 1024:
@@ -497,7 +507,7 @@ class Correlator:
         """With a syslog tag cut to ``postfix`` (rsyslog's RFC 5424 APP-NAME), tlsproxy's
         handshake lines look like those of the smtp client or smtpd. tlsproxy logs ``CONNECT to
         [addr]:port`` (or ``from``) just before each handshake: remember it."""
-        if "/" in ev.program or ev.what != "connect":
+        if not tag_cut(ev.program) or ev.what != "connect":
             return
         if len(self._proxy_connects) >= 1024:
             self._proxy_connects.clear()
@@ -536,7 +546,7 @@ class Correlator:
             _release(old, emit)
         entry = self._entry(ev, emit)
         entry.started = True
-        entry.local = self._local_client(ev.peer)
+        entry.local = self._local_peer(ev.peer)
 
     def _inbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         emit(ev)
@@ -550,18 +560,11 @@ class Correlator:
         if ev.orig_client is not None:
             return  # re-injected by a content filter: counted in the original client's session
         entry = self._entry(ev, emit)
-        local = entry.local if entry.started else self._local_client(ev.peer)
-        if local:
-            ev.scope = "local"
-        if ev.queue_id == "NOQUEUE":
-            # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
-            # received only when the filter accepts it at the end of DATA
-            if entry.proxied is None:
-                entry.proxied = []
-            if len(entry.proxied) < _HELD_MAX:
-                entry.proxied.append(ev)
-            return
-        self._decide(ev, entry, emit)
+        ev.scope = self._client_scope(entry, ev.peer)
+        # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
+        # received only when the filter accepts it at the end of DATA
+        if ev.queue_id != "NOQUEUE" or not _wait(entry.proxied, ev):
+            self._decide(ev, entry, emit)
 
     def _proxy_verdict(self, ev: ProxyVerdict, emit: Emit) -> None:
         entry = self._table.get((ev.host, ev.program, ev.pid))
@@ -580,14 +583,10 @@ class Correlator:
             ev.tls = "unknown"
         elif (ev.host, _instance(ev.program), INBOUND) in self._logging_tls:
             ev.tls = "no"  # this instance logs its handshakes, and the session had none
-        else:
+        elif _wait(entry.held, ev):
             # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
             # one, and the session's STARTTLS counter decides when it ends
-            if entry.held is None:
-                entry.held = []
-            if len(entry.held) < _HELD_MAX:
-                entry.held.append(ev)
-                return
+            return
         emit(ev)
 
     def _session_end(self, ev: SessionEnd, emit: Emit) -> None:
@@ -596,9 +595,7 @@ class Correlator:
         starttls = ev.counter("starttls")
         modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
         failure = entry.failure if entry is not None else None
-        local = entry.local if entry is not None and entry.started else self._local_client(ev.peer)
-        if local:
-            ev.scope = "local"
+        ev.scope = self._client_scope(entry, ev.peer)
         if entry is not None and entry.tls is not None:
             ev.starttls = "implicit" if modern and starttls is None else "used"
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
@@ -618,7 +615,7 @@ class Correlator:
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
         if entry is not None and entry.held:
-            tls = _MESSAGE_TLS.get(ev.starttls or "", "unknown")
+            tls = _MESSAGE_TLS.get(ev.starttls, "unknown")
             for message in entry.held:
                 message.tls = tls
                 emit(message)
@@ -671,8 +668,8 @@ class Correlator:
                     "offered_qid": e.offered_qid,
                     "started": e.started,
                     "local": e.local,
-                    "held": [_message_data(m) for m in e.held or ()],
-                    "proxied": [_message_data(m) for m in e.proxied or ()],
+                    "held": [_message_data(m) for m in e.held],
+                    "proxied": [_message_data(m) for m in e.proxied],
                     "failure": None
                     if f is None
                     else [
@@ -718,8 +715,6 @@ class Correlator:
                 failure=None if failure is None else TlsFailure(*failure),
                 started=bool(item.get("started")),
                 local=bool(item.get("local")),
+                held=[_message(m) for m in item.get("held") or ()],
+                proxied=[_message(m) for m in item.get("proxied") or ()],
             )
-            entry = self._table[(host, program, pid)]
-            scope = "local" if item.get("local") else "remote"
-            entry.held = [_message(m, scope) for m in item.get("held") or ()] or None
-            entry.proxied = [_message(m, scope) for m in item.get("proxied") or ()] or None

@@ -40,20 +40,8 @@ def adoption(stats: Stats) -> dict[str, Any]:
             deferred += n
         elif status == "bounced":
             bounced += n
-    sessions: dict[str, int] = {}
-    local_sessions = 0
-    for (_, _, _, starttls, scope), n in stats.counters["sessions"].items():
-        if scope == "remote":
-            sessions[starttls] = sessions.get(starttls, 0) + n
-        else:
-            local_sessions += n
-    received: dict[str, int] = {}
-    local_received = 0
-    for (_, _, tls, scope), n in stats.counters["received"].items():
-        if scope == "remote":
-            received[tls] = received.get(tls, 0) + n
-        else:
-            local_received += n
+    sessions, local_sessions = _remote_by(stats.counters["sessions"])
+    received, local_received = _remote_by(stats.counters["received"])
     offered_plain = sum(
         n for (_, _, status), n in stats.counters["offered_plaintext"].items() if status == "sent"
     )
@@ -79,6 +67,19 @@ def adoption(stats: Stats) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _remote_by(counter: dict[tuple[str, ...], int]) -> tuple[dict[str, int], int]:
+    """An inbound family (keys ending in ``outcome, scope``): remote counts by outcome, and
+    the local total."""
+    remote: dict[str, int] = {}
+    local = 0
+    for (*_, outcome, scope), n in counter.items():
+        if scope == "remote":
+            remote[outcome] = remote.get(outcome, 0) + n
+        else:
+            local += n
+    return remote, local
 
 
 def census(stats: Stats, label: str) -> dict[str, dict[str, int]]:

@@ -686,6 +686,19 @@ class HeldSession:
 # -- tlslogd and Prometheus -------------------------------------------------------------------
 
 
+def tlslogd_json(*args: str) -> dict[str, Any]:
+    """The JSON output of a tlslogd command on files (``report``, ``advise``)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", *args, "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    return dict(json.loads(result.stdout))
+
+
 class Tlslogd:
     """``python3 -m tlslogd run`` on the main maillog; its output is appended to ``output``."""
 

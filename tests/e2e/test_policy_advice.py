@@ -5,16 +5,13 @@ This sends more mail, so it runs after every other end-to-end test (see conftest
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Message, Run, send
-from tests.e2e.harness import PEERS, REPO, Swaks, swaks_prefix
+from tests.e2e.harness import PEERS, Swaks, swaks_prefix, tlslogd_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.after_traffic]
 
@@ -31,16 +28,16 @@ EXPECTED = {
 
 
 def advice(run: Run) -> dict[str, Any]:
-    command = ["advise", "--local-networks", "", "--min-deliveries", "1", "--min-days", "1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "tlslogd", *command, "--format", "json", str(run.maillog)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        cwd=REPO,
+    return tlslogd_json(
+        "advise",
+        "--local-networks",
+        "",
+        "--min-deliveries",
+        "1",
+        "--min-days",
+        "1",
+        str(run.maillog),
     )
-    return dict(json.loads(result.stdout))
 
 
 def test_advised_policies_still_deliver_over_tls(run: Run) -> None:

@@ -4,16 +4,13 @@ itself and from the sink's log, and the sum of both processes' counters in Prome
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Run
-from tests.e2e.harness import PEERS, REPO
+from tests.e2e.harness import PEERS, tlslogd_json
 
 pytestmark = pytest.mark.e2e
 
@@ -23,16 +20,7 @@ SENT = re.compile(r" postfix/smtp\[\d+\]: [0-9A-F]+: to=<[^>]*>, relay=(\S+?), .
 
 
 def report(run: Run) -> dict[str, Any]:
-    command = ["report", "--format", "json", "--local-networks", "", str(run.maillog)]
-    result = subprocess.run(
-        [sys.executable, "-m", "tlslogd", *command],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    return dict(json.loads(result.stdout))
+    return tlslogd_json("report", "--local-networks", "", str(run.maillog))
 
 
 @pytest.fixture(scope="module")

@@ -828,12 +828,7 @@ class FileSource:
         except OSError as exc:
             observer.stop()
             self._observed = None
-            self._log.warning(
-                "cannot watch %s (%s); checking for new lines every %g s",
-                self._dir,
-                exc.strerror or exc,
-                self._poll_interval,
-            )
+            self._cannot_watch(exc)
             return
         self._observer = observer
         self._appends_watched = False
@@ -852,16 +847,19 @@ class FileSource:
         try:
             self._observed = observer.schedule(wakeup, self._dir, event_filter=events)
         except OSError as exc:
-            self._log.warning(
-                "cannot watch %s (%s); checking for new lines every %g s",
-                self._dir,
-                exc.strerror or exc,
-                self._poll_interval,
-            )
+            self._cannot_watch(exc)
             self._stop_observer()
             return False
         self._appends_watched = on
         return on
+
+    def _cannot_watch(self, exc: OSError) -> None:
+        self._log.warning(
+            "cannot watch %s (%s); checking for new lines every %g s",
+            self._dir,
+            exc.strerror or exc,
+            self._poll_interval,
+        )
 
     def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
