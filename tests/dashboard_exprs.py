@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_DIR = ROOT / "dashboards" / "grafana"
 PROMETHEUS_DIR = ROOT / "dashboards" / "prometheus"
 
-# What Grafana puts in place of its variables (``$instance`` is a regex: "All" is ``.*``).
+# What Grafana puts in place of its variables (``$instance`` is a regex: "All" is ``.*``;
+# ``$job`` is the job of the example Prometheus configuration and of the end-to-end suite).
 VARIABLES: dict[str, str] = {
+    "job": "tlslogd",
     "instance": ".*",
     "__rate_interval": "5m",
     "__interval": "1m",

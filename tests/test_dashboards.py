@@ -30,7 +30,7 @@ RULES = PROMETHEUS_DIR / "tlslogd.rules.yml"
 RULE_TESTS = PROMETHEUS_DIR / "tlslogd.test.yml"
 EXAMPLE_CONFIG = PROMETHEUS_DIR / "prometheus.example.yml"
 DATASOURCE = "${datasource}"
-INSTANCE_FILTER = 'instance=~"$instance"'
+INSTANCE_FILTER = 'job="$job", instance=~"$instance"'
 # Prometheus' own series about the tlslogd target, which the health dashboard and alerts use
 SCRAPE_METRICS = {"up", "scrape_duration_seconds"}
 
@@ -265,10 +265,17 @@ def test_dashboard_structure(path: Path) -> None:
     variables = {var["name"]: var for var in dashboard["templating"]["list"]}
     datasource = variables["datasource"]
     assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    job = variables["job"]
+    assert job["type"] == "query"
+    assert job["datasource"]["uid"] == DATASOURCE
+    assert job["definition"] == "label_values(tlslogd_build_info, job)"
+    assert job["query"]["query"] == job["definition"]
+    # one job at a time: "All" would make up{} and scrape_duration_seconds{} every target's
+    assert not job["multi"] and not job["includeAll"]
     instance = variables["instance"]
     assert instance["type"] == "query"
     assert instance["datasource"]["uid"] == DATASOURCE
-    assert instance["definition"] == "label_values(tlslogd_build_info, instance)"
+    assert instance["definition"] == 'label_values(tlslogd_build_info{job="$job"}, instance)'
     assert instance["query"]["query"] == instance["definition"]
     assert instance["multi"] and instance["includeAll"]
     assert instance["allValue"] == ".*"
@@ -357,8 +364,8 @@ def test_dashboard_census_panels() -> None:
     health = " ".join(e.raw for e in exprs if e.dashboard == "tlslogd-health")
     for needle in (
         "time() - tlslogd_last_event_timestamp_seconds",
-        'scrape_duration_seconds{job="tlslogd"',
-        'up{job="tlslogd"',
+        'scrape_duration_seconds{job="$job"',
+        'up{job="$job"',
     ):
         assert needle in health, needle
 
@@ -422,8 +429,8 @@ def test_substitute_replaces_every_grafana_variable_form() -> None:
     assert substitute('x{instance=~"$instance"}[$__rate_interval]') == 'x{instance=~".*"}[5m]'
     assert substitute("${__range} [[__interval]] ${instance:regex}") == "1h 1m .*"
     with pytest.raises(KeyError):
-        substitute("$job")
-    assert {"instance", "__rate_interval", "__range", "__interval"} <= set(VARIABLES)
+        substitute("$service")
+    assert {"job", "instance", "__rate_interval", "__range", "__interval"} <= set(VARIABLES)
 
 
 @needs_promtool

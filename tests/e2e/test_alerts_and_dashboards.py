@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import yaml
 
-from tests.dashboard_exprs import VARIABLES, dashboard_exprs, substitute
+from tests.dashboard_exprs import (
+    VARIABLES,
+    dashboard_exprs,
+    dashboard_files,
+    load_dashboard,
+    substitute,
+)
 from tests.e2e.conftest import RULES, Run
 from tests.e2e.harness import PromQLError, settle
 
@@ -82,6 +89,26 @@ def test_legacy_protocol_alerts_stay_silent(run: Run) -> None:
     # TLSv1 and TLSv1.1 clients were refused: no legacy handshake ever happened
     assert firing(run, run.first_process_scrape) & set(LEGACY_ALERTS) & names == set()
     assert firing(run) & set(LEGACY_ALERTS) & names == set()
+
+
+_LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\)")
+
+
+def test_dashboard_variables_offer_the_scraped_daemon(run: Run) -> None:
+    """Each query variable, resolved as Grafana resolves ``label_values(series, label)``,
+    offers this run's job and target, so the dashboards show data without editing."""
+    expected = {"job": {"tlslogd"}, "instance": {run.prometheus.target}}
+    for path in dashboard_files():
+        for var in load_dashboard(path)["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            match = _LABEL_VALUES.fullmatch(var["definition"])
+            assert match, f"{path.stem} / {var['name']}: {var['definition']}"
+            series, label = match.groups()
+            values = run.prometheus.api(
+                f"label/{label}/values", **{"match[]": substitute(series, E2E_VARIABLES)}
+            )
+            assert set(values) == expected[var["name"]], f"{path.stem} / {var['name']}"
 
 
 def test_every_dashboard_expression_evaluates(run: Run) -> None:
