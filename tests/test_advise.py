@@ -11,6 +11,7 @@ from pathlib import Path
 from publicsuffixlist import PublicSuffixList
 
 from tests.conftest import LAB_LOG, REFERENCE_TIME
+from tlslogd import summary
 from tlslogd.advise import Advice, Thresholds, advise, render_policy_map
 from tlslogd.parse import Parser
 from tlslogd.peers import PeerTable
@@ -37,6 +38,7 @@ def run_advise(text: str, thresholds: Thresholds = DEFAULT) -> Advice:
         since=stats.last_event_ts - 30 * 86400,
         until=stats.last_event_ts + 1,
         thresholds=thresholds,
+        evidence=summary.handshake_evidence(stats.totals),
         psl=PSL,
     )
 
@@ -63,7 +65,7 @@ def test_lab_log_each_next_hop_gets_the_proposal_its_truth_supports() -> None:
     assert advice.legacy_outbound == [] and advice.legacy_inbound == []
     fragment = render_policy_map(advice)
     assert "[127.0.0.2]:2525  encrypt" in fragment.splitlines()
-    assert "nobody in this window: safe to disable" in fragment
+    assert "#   nobody: safe to disable TLSv1 and TLSv1.1 (" in fragment.splitlines()[-1]
 
 
 def test_default_thresholds_never_enforce_on_the_lab_logs_thin_evidence() -> None:

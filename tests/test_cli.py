@@ -110,6 +110,29 @@ def test_report_table_and_csv() -> None:
     assert "deliveries_sent_remote,outbound,tls=no,7" in csv_out.splitlines()
 
 
+def test_report_does_not_call_disabling_tlsv1_safe_where_no_handshake_is_logged() -> None:
+    # the lab log as a server with smtpd_tls_loglevel = 0 writes it: no inbound summaries
+    level0 = "".join(
+        line
+        for line in LAB.splitlines(keepends=True)
+        if "TLS connection established from" not in line
+    )
+    result = tlslogd("report", "--local-networks", "", "-", stdin=level0)
+    section = result.stdout.split("(who breaks if you disable them)\n", 1)[1].split("\n\n")[0]
+    assert section.splitlines() == [
+        "  nobody outbound: safe to disable TLSv1 and TLSv1.1 there "
+        "(smtp_tls_protocols = >=TLSv1.2)",
+        "  inbound: cannot tell, no inbound handshake is logged (set smtpd_tls_loglevel = 1)",
+    ]
+    data = json.loads(
+        tlslogd("report", "--format", "json", "--local-networks", "", "-", stdin=level0).stdout
+    )
+    assert data["handshake_evidence"] == {"inbound": "not_logged", "outbound": "logged"}
+    # the two smtps sessions: implicit TLS that no line shows, neither plaintext nor a client
+    # that never used STARTTLS
+    assert data["inbound_by_program"]["postfix/smtps/smtpd"] == {"unknown": 2}
+
+
 def test_report_says_how_to_count_loopback_next_hops_as_remote() -> None:
     default = tlslogd("report", str(LAB_LOG)).stdout
     assert "(0 TLS, 0 plaintext, 0 unknown)" in default

@@ -194,7 +194,8 @@ def test_without_handshake_lines_the_starttls_counters_decide_received_messages(
     """smtpd_tls_loglevel = 0 (Postfix's default) logs no handshake summary: the lab log
     without its smtpd summaries, as such a server writes it. Messages are decided when their
     session ends, by its ``starttls=`` counter, as if the summaries were there -- except the
-    two smtps (wrapper-mode) sessions, whose TLS only a summary line shows."""
+    two smtps (wrapper-mode) sessions, whose TLS only a summary line shows: unknown, neither
+    plaintext nor a client that "never used STARTTLS"."""
     full = LAB_LOG.read_text()
     level0 = "".join(
         line
@@ -214,7 +215,9 @@ def test_without_handshake_lines_the_starttls_counters_decide_received_messages(
         if isinstance(e, MessageReceived) and e.program == "postfix/smtps/smtpd"
     )
     assert smtps == 2
-    assert received(without) == {"yes": 46 - smtps, "no": 3 + smtps}
+    assert received(without) == {"yes": 46 - smtps, "no": 3, "unknown": smtps}
+    ends = [e for e in without if isinstance(e, SessionEnd) and "/smtps/" in e.program]
+    assert ends and {e.starttls for e in ends} == {"unknown"}
 
 
 def test_a_message_is_decided_at_the_end_of_its_session_when_no_handshake_was_logged() -> None:

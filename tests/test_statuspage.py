@@ -328,6 +328,35 @@ def test_legacy_protocol_peers_and_post_quantum_key_exchange(tmp_path: Path) -> 
     assert page.census("key_exchange", "outbound", "X25519MLKEM768") == 1
 
 
+def without_summaries(text: str, direction: str) -> str:
+    """``text`` as Postfix writes it with that direction's TLS loglevel at 0: no handshake
+    summary (``TLS connection established from``/``to``)."""
+    needle = "TLS connection established " + ("from" if direction == "inbound" else "to")
+    return "".join(line for line in text.splitlines(keepends=True) if needle not in line)
+
+
+def test_legacy_verdict_only_where_handshakes_are_logged(tmp_path: Path) -> None:
+    """smtpd_tls_loglevel = 0 (Postfix's default) logs no inbound summary: nobody on TLSv1
+    inbound cannot be told from nothing logged, so only the outbound side is called safe."""
+    summary, peers = build(tmp_path / "in", without_summaries(LAB_TEXT, "inbound"))
+    page = Page(render_status(summary, peers))
+    verdict = page.by_id("legacy-verdict")
+    assert verdict.attrs["data-state"] == "partial"
+    assert verdict.text() == "Nobody outbound; inbound unknown"
+    (card,) = page.find("section", aria_labelledby="h-legacy")
+    assert "smtp_tls_protocols = >=TLSv1.2" in card.text()
+    assert "smtpd_tls_protocols" not in card.text()
+    assert "set smtpd_tls_loglevel = 1 in main.cf" in page.by_id("legacy-unknown").text()
+
+    both = without_summaries(without_summaries(LAB_TEXT, "inbound"), "outbound")
+    summary, peers = build(tmp_path / "both", both)
+    page = Page(render_status(summary, peers))
+    assert page.by_id("legacy-verdict").attrs["data-state"] == "not-logged"
+    assert page.by_id("legacy-verdict").text() == "Cannot tell"
+    unknown = page.by_id("legacy-unknown").text()
+    assert "smtpd_tls_loglevel = 1 and smtp_tls_loglevel = 1" in unknown
+
+
 def test_empty_summary_says_no_data_yet(tmp_path: Path) -> None:
     summary, peers = build(tmp_path)
     html = render_status(summary, peers)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from tlslogd.destinations import (
     Destination,
 )
 from tlslogd.peers import PeerTable
+from tlslogd.summary import legacy_unknown, legacy_verdict
 
 LEVELS = ("secure", "encrypt", "remove_none", "may")
 
@@ -62,6 +63,7 @@ class Advice:
     proposals: list[Proposal]
     legacy_outbound: list[dict[str, Any]]
     legacy_inbound: list[dict[str, Any]]
+    evidence: dict[str, str]  # summary.handshake_evidence: where handshakes are logged
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(LEVELS, 0)
@@ -240,6 +242,7 @@ def advise(
     since: float | None,
     until: float | None,
     thresholds: Thresholds,
+    evidence: Mapping[str, str],
     psl: PublicSuffixList | None = None,
 ) -> Advice:
     psl = psl or PublicSuffixList()
@@ -278,7 +281,7 @@ def advise(
     proposals.sort(key=lambda p: (order[p.level], -p.evidence["deliveries"], p.destination))
     legacy_out.sort(key=lambda r: -_count(r["deliveries"]))
     legacy_in.sort(key=lambda r: -_count(r["handshakes"]))
-    return Advice(since, until, thresholds, proposals, legacy_out, legacy_in)
+    return Advice(since, until, thresholds, proposals, legacy_out, legacy_in, dict(evidence))
 
 
 def _count(value: Any) -> int:
@@ -333,13 +336,12 @@ def render_policy_map(advice: Advice) -> str:
 
 
 def render_legacy(advice: Advice, prefix: str = "") -> str:
-    lines = [f"{prefix}Who breaks if TLSv1 and TLSv1.1 are disabled:"]
+    lines = [f"{prefix}Who breaks if TLSv1 and TLSv1.1 are disabled (in this window):"]
     if not advice.legacy_outbound and not advice.legacy_inbound:
-        lines.append(
-            f"{prefix}  nobody in this window: safe to disable (smtp_tls_protocols, "
-            "smtpd_tls_protocols = >=TLSv1.2)"
-        )
+        said = legacy_verdict(advice.evidence)
+        lines += [f"{prefix}  {sentence}" for sentence in said or ["no TLS traffic"]]
         return "\n".join(lines)
+    lines += [f"{prefix}  {sentence}" for sentence in legacy_unknown(advice.evidence)]
     for row in advice.legacy_outbound:
         protocols = ", ".join(f"{k} {v}" for k, v in row["protocols"].items())
         lines.append(
@@ -377,5 +379,6 @@ def to_json(advice: Advice) -> str:
         "proposals": [asdict(p) for p in advice.proposals],
         "legacy_outbound": advice.legacy_outbound,
         "legacy_inbound": advice.legacy_inbound,
+        "handshake_evidence": advice.evidence,
     }
     return json.dumps(data, indent=1) + "\n"

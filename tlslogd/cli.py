@@ -406,6 +406,7 @@ def _advise(args: argparse.Namespace) -> int:
         since=since,
         until=until,
         thresholds=Thresholds(args.min_deliveries, args.min_days),
+        evidence=summary.handshake_evidence(stats.totals),
     )
     if args.format == "json":
         sys.stdout.write(to_json(result))
@@ -426,6 +427,7 @@ def report_data(stats: Stats, top: int) -> dict[str, Any]:
         },
         "adoption": summary.adoption(stats),
         "handshakes": {label: summary.census(stats, label) for label in summary.CENSUS_LABELS},
+        "handshake_evidence": summary.handshake_evidence(stats.totals),
         "failures": summary.failures(stats),
         "inbound_by_program": summary.by_program(stats),
         "peers": summary.peers(stats, limit=top),
@@ -542,12 +544,13 @@ def render_table(data: dict[str, Any]) -> str:
     for category in CATEGORIES:
         rows = data["peers"][category]
         add(f"\n{titles[category]}")
+        evidence = data["handshake_evidence"]
+        said = []
+        if category == "legacy_protocol":
+            said = summary.legacy_unknown(evidence) if rows else summary.legacy_verdict(evidence)
+        for sentence in said or ([] if rows else ["none"]):
+            add(f"  {sentence}")
         if not rows:
-            add(
-                "  nobody: safe to disable TLSv1 and TLSv1.1"
-                if category == "legacy_protocol"
-                else "  none"
-            )
             continue
         add(f"  {'peer':<40} {'domain':<24} {'events':>7}  last seen")
         for row in rows:

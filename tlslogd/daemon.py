@@ -215,6 +215,7 @@ class Daemon:
             since=end - s.advise_window_days * 86400,
             until=end + 1,
             thresholds=Thresholds(s.advise_min_deliveries, s.advise_min_days),
+            evidence=summary.handshake_evidence(self.stats.totals),
             psl=self._psl,
         )
         self._candidates = result.counts()

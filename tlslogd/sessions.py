@@ -97,6 +97,7 @@ class Entry:
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
 # a held message's TLS, from its session's STARTTLS outcome
+_WRAPPER_SERVICES = frozenset({"smtps", "submissions"})
 _MESSAGE_TLS = {"used": "yes", "implicit": "yes", "not_used": "no", "failed": "no", "no_ehlo": "no"}
 
 
@@ -104,6 +105,12 @@ def _instance(program: str) -> str:
     """The Postfix instance of a syslog tag: ``postfix`` for ``postfix/amavis/smtp``,
     ``postfix-out`` for ``postfix-out/smtp`` (whose main.cf sets the TLS log levels)."""
     return program.split("/", 1)[0]
+
+
+def _wrapper_named(program: str) -> bool:
+    """Whether the syslog tag names one of master.cf's stock wrapper-mode (port 465) services:
+    ``postfix/smtps/smtpd``, ``postfix/submissions/smtpd``."""
+    return not _WRAPPER_SERVICES.isdisjoint(program.split("/")[1:-1])
 
 
 def _wait(queue: list[MessageReceived], ev: MessageReceived) -> bool:
@@ -607,6 +614,11 @@ class Correlator:
             ev.starttls = "unknown"  # the session began before tlslogd was reading
         elif not modern:
             ev.starttls = "unknown"  # Postfix 2.x logs no command counters
+        elif _wrapper_named(ev.program) and (
+            (ev.host, _instance(ev.program), INBOUND) not in self._logging_tls
+        ):
+            # implicit TLS from the first byte, and with smtpd_tls_loglevel = 0 no line says so
+            ev.starttls = "unknown"
         elif ev.counter("ehlo") is not None:
             ev.starttls = "not_used"
         else:

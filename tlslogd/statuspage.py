@@ -28,6 +28,7 @@ from html import escape
 from typing import Any, Final
 
 from tlslogd.events import LEGACY_PROTOCOLS
+from tlslogd.summary import LOGLEVEL_SETTINGS, PROTOCOL_SETTINGS, handshake_evidence
 
 REFRESH_SECONDS: Final = 15
 STALE_AFTER: Final = 60.0
@@ -463,6 +464,9 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
     legacy = _int(totals.get("legacy_protocol_handshakes"))
     link = "/api/v1/peers?category=legacy_protocol"
     since = _when(summary.get("since"))
+    evidence = handshake_evidence(totals)
+    known = [d for d, e in evidence.items() if e == "logged"]
+    unknown = [d for d, e in evidence.items() if e == "not_logged"]
     if peers or legacy:
         who = f"{_count(peers)} peer{'' if peers == 1 else 's'}" if peers else "Some peers"
         verdict = (
@@ -472,18 +476,39 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
             f"<p>Disabling TLSv1 and TLSv1.1 would break them: {_count(legacy)} of "
             f"{_count(handshakes)} handshakes since {since}.</p>"
         )
-    elif handshakes:
+    elif known and not unknown:
+        settings = "\n".join(f"{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2" for d in known)
         verdict = (
             '<p class="verdict good" id="legacy-verdict" data-state="safe">'
             '<span id="legacy-peers" data-value="0">Nobody</span> — safe to disable</p>'
             f"<p>None of {_count(handshakes)} handshakes since {since} used TLSv1 or TLSv1.1. "
             "In main.cf (Postfix 3.6 and later):</p>"
-            "<pre>smtpd_tls_protocols = &gt;=TLSv1.2\nsmtp_tls_protocols = &gt;=TLSv1.2</pre>"
+            f"<pre>{settings}</pre>"
+        )
+    elif known:
+        d = known[0]
+        verdict = (
+            '<p class="verdict" id="legacy-verdict" data-state="partial">'
+            f'<span id="legacy-peers" data-value="0">Nobody</span> {d}; {unknown[0]} unknown</p>'
+            f"<p>None of {_count(_int(totals.get(f'tls_handshakes_{d}')))} {d} handshakes since "
+            f"{since} used TLSv1 or TLSv1.1: <code>{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2</code> "
+            "is safe.</p>"
+        )
+    elif unknown:
+        verdict = (
+            '<p class="verdict" id="legacy-verdict" data-state="not-logged">Cannot tell</p>'
+            "<p>Mail flows, but Postfix logs no TLS handshake summary.</p>"
         )
     else:
         verdict = (
             '<p class="verdict" id="legacy-verdict" data-state="no-data">No handshakes yet</p>'
             "<p>The answer appears after the first TLS handshakes.</p>"
+        )
+    if unknown:
+        settings = " and ".join(f"<code>{LOGLEVEL_SETTINGS[d]} = 1</code>" for d in unknown)
+        verdict += (
+            f'<p id="legacy-unknown">No {" or ".join(unknown)} handshake is logged, so '
+            f"who would break there cannot be known: set {settings} in main.cf.</p>"
         )
     return (
         '<section class="kpi" aria-labelledby="h-legacy"><h2 id="h-legacy">Switch off TLSv1 and '

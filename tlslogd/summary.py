@@ -7,12 +7,15 @@ and the status page, so all three say the same thing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from tlslogd.peers import CATEGORIES
 from tlslogd.stats import Stats
 
 CENSUS_LABELS = {"protocol": 4, "cipher": 5, "trust": 3, "key_exchange": 6}
+LOGLEVEL_SETTINGS = {"inbound": "smtpd_tls_loglevel", "outbound": "smtp_tls_loglevel"}
+PROTOCOL_SETTINGS = {"inbound": "smtpd_tls_protocols", "outbound": "smtp_tls_protocols"}
 
 
 def iso(ts: float | None) -> str | None:
@@ -117,6 +120,50 @@ def peers(stats: Stats, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
         category: [stats.peers.row(p) for p in stats.peers.query(category=category, limit=limit)]
         for category in CATEGORIES
     }
+
+
+def handshake_evidence(totals: Mapping[str, int]) -> dict[str, str]:
+    """Per direction, from the durable totals: ``logged`` (handshake summaries seen),
+    ``not_logged`` (traffic but not one summary: loglevel 0, Postfix's default, where nobody on
+    TLSv1 cannot be told from summaries that are not written) or ``no_traffic``."""
+    traffic = {
+        "inbound": totals.get("sessions", 0) - totals.get("local_sessions", 0),
+        "outbound": sum(
+            totals.get(k, 0)
+            for k in ("tls_deliveries", "plaintext_deliveries", "unknown_tls_deliveries")
+        ),
+    }
+    return {
+        d: "logged" if totals.get(f"tls_handshakes_{d}") else "not_logged" if n else "no_traffic"
+        for d, n in traffic.items()
+    }
+
+
+def legacy_verdict(evidence: Mapping[str, str]) -> list[str]:
+    """What can be said when no peer used a legacy protocol: the directions where that is
+    known, and why the others are not."""
+    known = [d for d, e in evidence.items() if e == "logged"]
+    out = []
+    if len(known) == 2:
+        out.append(
+            "nobody: safe to disable TLSv1 and TLSv1.1 "
+            "(smtpd_tls_protocols = >=TLSv1.2, smtp_tls_protocols = >=TLSv1.2)"
+        )
+    elif known:
+        out.append(
+            f"nobody {known[0]}: safe to disable TLSv1 and TLSv1.1 there "
+            f"({PROTOCOL_SETTINGS[known[0]]} = >=TLSv1.2)"
+        )
+    return out + legacy_unknown(evidence)
+
+
+def legacy_unknown(evidence: Mapping[str, str]) -> list[str]:
+    """One sentence per direction whose legacy-protocol peers cannot be known."""
+    return [
+        f"{d}: cannot tell, no {d} handshake is logged (set {LOGLEVEL_SETTINGS[d]} = 1)"
+        for d, e in evidence.items()
+        if e == "not_logged"
+    ]
 
 
 def durable(stats: Stats) -> dict[str, Any]:
