@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,27 @@ def test_report_table_and_csv() -> None:
     assert "nobody: safe to disable TLSv1 and TLSv1.1" in table
     csv_out = tlslogd("report", "--format", "csv", "--local-networks", "", str(LAB_LOG)).stdout
     assert "deliveries_sent_remote,outbound,tls=no,7" in csv_out.splitlines()
+
+
+def test_parse_decides_received_messages_as_the_report_does_without_summaries() -> None:
+    """smtpd_tls_loglevel = 0: a message's TLS is known only when its session ends. ``parse``
+    keeps its object back until then, so it says what ``report`` counts, in input order."""
+    level0 = "".join(
+        line
+        for line in LAB.splitlines(keepends=True)
+        if "TLS connection established from" not in line
+    )
+    result = tlslogd("parse", "--local-networks", "", "-", stdin=level0)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    position = 0
+    for record in records:
+        position = level0.index(record["line"], position)
+    received = Counter(r["tls"] for r in records if r["kind"] == "message_received")
+    assert received == {"yes": 44, "no": 3, "unknown": 2}  # the smtps pair: no line says
+    report = json.loads(
+        tlslogd("report", "--format", "json", "--local-networks", "", "-", stdin=level0).stdout
+    )
+    assert report["adoption"]["inbound"]["messages"] == {"yes": 44, "no": 3, "unknown": 2}
 
 
 def test_report_does_not_call_disabling_tlsv1_safe_where_no_handshake_is_logged() -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -29,6 +30,8 @@ from tlslogd.stats import Stats
 from tlslogd.web import BadRequest, parse_since
 
 CHUNK = 1 << 20
+# events ``tlslogd parse`` keeps back behind a message its session has not decided yet
+_PARSE_REORDER_MAX = 100_000
 
 
 def _daemon_flags(p: argparse.ArgumentParser) -> None:
@@ -307,9 +310,20 @@ def _parse(args: argparse.Namespace) -> int:
     pipe = _pipeline(files, args.local_networks)
     out = sys.stdout
     write = out.write
+    # in input order; a received message the correlator still holds (its session decides it
+    # at its end when smtpd logs no handshake) keeps the lines after it waiting
+    unwritten: deque[Event] = deque()
+    holds = pipe.correlator.holds
+
+    def flush(everything: bool = False) -> None:
+        while unwritten and (
+            everything or len(unwritten) > _PARSE_REORDER_MAX or not holds(unwritten[0])
+        ):
+            write(json.dumps(to_record(unwritten.popleft()), ensure_ascii=False) + "\n")
 
     def sink(ev: Event) -> None:
-        write(json.dumps(to_record(ev), ensure_ascii=False) + "\n")
+        unwritten.append(ev)
+        flush()
 
     for name in files:
         for data in read_chunks(name):
@@ -321,6 +335,8 @@ def _parse(args: argparse.Namespace) -> int:
                 pipe.feed_text(line + "\n", seen.append)
                 for ev in seen or [pipe.parser.parse_line(line)]:
                     sink(ev)
+    pipe.finish()
+    flush(everything=True)
     out.flush()
     return 0
 

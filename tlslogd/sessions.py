@@ -96,8 +96,8 @@ class Entry:
 
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
-# a held message's TLS, from its session's STARTTLS outcome
 _WRAPPER_SERVICES = frozenset({"smtps", "submissions"})
+# a held message's TLS, from its session's STARTTLS outcome
 _MESSAGE_TLS = {"used": "yes", "implicit": "yes", "not_used": "no", "failed": "no", "no_ehlo": "no"}
 
 
@@ -250,6 +250,14 @@ class Correlator:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def holds(self, ev: Event) -> bool:
+        """Whether ``ev`` is a received message that still waits for its session to decide it
+        (its TLS at the session's end, its queueing at a before-queue filter's verdict)."""
+        if type(ev) is not MessageReceived:
+            return False
+        entry = self._table.get((ev.host, ev.program, ev.pid))
+        return entry is not None and any(m is ev for m in (*entry.held, *entry.proxied))
 
     def feed(self, ev: Event, emit: Emit) -> None:
         """Pass one event; ``emit`` gets its outcomes, in order. Deliveries, sessions and
