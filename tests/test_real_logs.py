@@ -107,6 +107,23 @@ def test_journalctl_output_counts_the_same_as_the_maillog(fmt: str) -> None:
         assert {int(e.ts or 0) for e in events} == seconds
 
 
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_journalctl_month_names_of_other_locales(language: str) -> None:
+    """``Dez 05``, ``déc. 05``: journalctl -o short under a German or French locale, ten days
+    after the maillog's lines. Same numbers, and every timestamp read."""
+    reference, _ = replay(REAL / "postfix-3.7-rare.log")
+    stats = Recorder()
+    pipe = Pipeline(
+        Parser(reference_time=REFERENCE_TIME + 30 * 86400),
+        Correlator(is_local=LocalNetworks(()).is_local),
+        stats,
+    )
+    pipe.feed((REAL / f"journalctl-short-{language}.log").read_bytes())
+    assert pipe.stats.totals == reference.stats.totals
+    seconds = {e.ts for e in replay(REAL / "postfix-3.7-rare.log")[1]}
+    assert {(e.ts or 0) - 10 * 86400 for e in stats.outcomes} == seconds
+
+
 def test_rfc5424_without_slash_infers_the_daemon_from_the_message() -> None:
     _, events = replay(REAL / "rsyslog-rfc5424.log")
     by_kind = {(e.kind, e.service) for e in events}

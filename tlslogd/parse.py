@@ -181,7 +181,7 @@ _SEVERITY_WORDS: Final = frozenset(
 #   1762333387.118402 mx ...                        journalctl -o short-unix,
 #   [  642875.000001] mx ...                        journalctl -o short-monotonic (no wall clock),
 #   09:03:07 mx ...                                 a time without a date (not read),
-# and a month name in another language (the timestamp is then not read).
+# and a month name in another language (journalctl -o short under a German or French locale).
 _HEADER: Final = re.compile(
     rf"""
     (?:[^\s|]+\s+\|\s+)?
@@ -326,6 +326,28 @@ _MONTHS: Final = {
 }
 
 
+# Month abbreviations of other locales (glibc's LC_TIME abmon, lower case, without a trailing
+# dot), as journalctl -o short and other strftime("%b") writers print them under that locale:
+# German, French, Spanish, Italian, Dutch, Portuguese, Swedish, Polish, Czech and Russian.
+# No abbreviation means two different months.
+_LOCAL_MONTHS: Final = {
+    name: i
+    for names in (
+        "jan feb mär apr mai jun jul aug sep okt nov dez",
+        "janv févr mars avr mai juin juil août sept oct nov déc",
+        "ene feb mar abr may jun jul ago sep oct nov dic",
+        "gen feb mar apr mag giu lug ago set ott nov dic",
+        "jan feb mrt apr mei jun jul aug sep okt nov dec",
+        "jan fev mar abr mai jun jul ago set out nov dez",
+        "jan feb mar apr maj jun jul aug sep okt nov dec",
+        "sty lut mar kwi maj cze lip sie wrz paź lis gru",
+        "led úno bře dub kvě čvn čvc srp zář říj lis pro",
+        "янв фев мар апр мая июн июл авг сен окт ноя дек",
+    )
+    for i, name in enumerate(names.split(), 1)
+}
+
+
 class Timestamps:
     """Turn header timestamps into seconds since the epoch, cached by their text.
 
@@ -376,7 +398,9 @@ class Timestamps:
         if cached is not None:
             return cached
         parts = text.split()
-        month = _MONTHS.get(parts[0]) if len(parts) == 3 else None
+        month = None
+        if len(parts) == 3:
+            month = _MONTHS.get(parts[0]) or _LOCAL_MONTHS.get(parts[0].rstrip(".").lower())
         clock = parts[2].split(":") if month is not None else ()
         if len(clock) != 3 or not all(c.isdigit() for c in clock) or not parts[1].isdigit():
             return None
