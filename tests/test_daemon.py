@@ -79,7 +79,7 @@ class Daemon:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
-            if exc.code >= 500 and path == "/healthz":
+            if (exc.code >= 500 and path == "/healthz") or exc.code == 400:
                 return exc.code, exc.read().decode()
             raise
 
@@ -156,6 +156,8 @@ def test_reads_the_log_from_the_start_and_serves_metrics_and_api(
     assert metric(text, "tlslogd_source_up") == 1
     peers = d.json("/api/v1/peers?category=plaintext_out")
     assert [p["peer"] for p in peers["peers"]] == ["127.0.0.3", "127.0.0.4", "127.0.0.14"]
+    status, error = d.get("/api/v1/peers?catgory=plaintext_out")  # a typo is not "all peers"
+    assert status == 400 and "unknown parameter 'catgory'" in error
     status, page = d.get("/")
     assert status == 200 and "Outbound deliveries over TLS" in page
     assert d.stop() == 0

@@ -315,7 +315,8 @@ def test_legacy_protocol_peers_and_post_quantum_key_exchange(tmp_path: Path) -> 
     verdict = page.by_id("legacy-verdict")
     assert verdict.attrs["data-state"] == "in-use"
     link = page.by_id("legacy-peers")
-    assert link.tag == "a" and link.attrs["href"] == "/api/v1/peers?category=legacy_protocol"
+    assert link.tag == "a"
+    assert link.attrs["href"] == "/api/v1/peers?category=legacy_protocol&since=30d"
     assert page.value("legacy-peers") == 1 and link.text() == "1 peer"
     (legacy,) = page.find("tr", data_census="protocol", data_direction="inbound", data_key="TLSv1")
     assert legacy.attrs["class"] == "legacy" and "legacy" in legacy.text()  # not colour alone
@@ -355,6 +356,24 @@ def test_legacy_verdict_only_where_handshakes_are_logged(tmp_path: Path) -> None
     assert page.by_id("legacy-verdict").text() == "Cannot tell"
     unknown = page.by_id("legacy-unknown").text()
     assert "smtpd_tls_loglevel = 1 and smtp_tls_loglevel = 1" in unknown
+
+
+def test_a_peer_that_used_tlsv1_long_ago_does_not_block_disabling_it(tmp_path: Path) -> None:
+    """The TLSv1 client's session 46 days before the rest of the log: nobody would break now."""
+    old_session = "".join(
+        line.replace("Nov 25", "Oct 10", 1) for line in EXTRA_LINES.splitlines(keepends=True)[:3]
+    )
+    summary, peers = build(tmp_path, old_session + LAB_TEXT)
+    assert summary["peers"]["by_category"]["legacy_protocol"] == 1
+    assert summary["peers"]["legacy_last_30d"] == 0
+    page = Page(render_status(summary, peers))
+    verdict = page.by_id("legacy-verdict")
+    assert verdict.attrs["data-state"] == "safe"
+    (card,) = page.find("section", aria_labelledby="h-legacy")
+    assert "No peer used TLSv1 or TLSv1.1 in the last 30 days of the log" in card.text()
+    assert page.by_id("legacy-earlier").text() == (
+        "1 peer used them earlier, none in the last 30 days of the log."
+    )
 
 
 def test_empty_summary_says_no_data_yet(tmp_path: Path) -> None:

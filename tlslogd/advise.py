@@ -275,7 +275,9 @@ def advise(
         for peer in peers
         if peer.counts.get("legacy_protocol")
         and peer.sessions
-        and (since is None or peer.last_seen >= since)
+        and (
+            since is None or peer.category_last_seen.get("legacy_protocol", peer.last_seen) >= since
+        )
     ]
     order = {level: i for i, level in enumerate(LEVELS)}
     proposals.sort(key=lambda p: (order[p.level], -p.evidence["deliveries"], p.destination))

@@ -39,6 +39,9 @@ class PeerEntry:
     last_seen: float
     addrs: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # category -> events
+    # category -> log time of its last event: "since" asks when a peer last did that, not when
+    # it was last seen at all (a client on TLSv1.3 today may have used TLSv1 months ago)
+    category_last_seen: dict[str, float] = field(default_factory=dict)
     deliveries: int = 0  # outbound deliveries (any status)
     tls_deliveries: int = 0
     sessions: int = 0  # inbound smtpd sessions
@@ -57,6 +60,9 @@ class PeerEntry:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "counts": {c: self.counts.get(c, 0) for c in CATEGORIES},
+            "category_last_seen": {
+                c: self.category_last_seen[c] for c in CATEGORIES if c in self.category_last_seen
+            },
             "deliveries": self.deliveries,
             "tls_deliveries": self.tls_deliveries,
             "sessions": self.sessions,
@@ -77,6 +83,7 @@ class PeerEntry:
             last_seen=float(data["last_seen"]),
             addrs=list(data.get("addresses", [])),
             counts={k: int(v) for k, v in data.get("counts", {}).items() if v},
+            category_last_seen={k: float(v) for k, v in data.get("category_last_seen", {}).items()},
             deliveries=int(data.get("deliveries", 0)),
             tls_deliveries=int(data.get("tls_deliveries", 0)),
             sessions=int(data.get("sessions", 0)),
@@ -196,8 +203,9 @@ class PeerTable:
             return None
 
     def count(self, entry: PeerEntry, category: str) -> None:
-        """One more event of a category for a peer."""
+        """One more event of a category for a peer, just touched (at its ``last_seen``)."""
         n = entry.counts[category] = entry.counts.get(category, 0) + 1
+        entry.category_last_seen[category] = entry.last_seen
         self._ranked[category][entry.key] = n
 
     def _unrank(self, entry: PeerEntry) -> None:
@@ -233,11 +241,21 @@ class PeerTable:
         sort: str = "count",
         limit: int = 100,
     ) -> list[PeerEntry]:
+        """Peers with events of ``category`` (any peer when None), and of them those seen
+        since ``since``: with a category, seen with an event of that category."""
         rows = [
             p
             for p in self._peers.values()
             if (category is None or p.counts.get(category))
-            and (since is None or p.last_seen >= since)
+            and (
+                since is None
+                or (
+                    p.last_seen
+                    if category is None
+                    else p.category_last_seen.get(category, p.last_seen)
+                )
+                >= since
+            )
         ]
         if sort == "last_seen":
             rows.sort(key=lambda p: p.last_seen, reverse=True)

@@ -28,7 +28,12 @@ from html import escape
 from typing import Any, Final
 
 from tlslogd.events import LEGACY_PROTOCOLS
-from tlslogd.summary import LOGLEVEL_SETTINGS, PROTOCOL_SETTINGS, handshake_evidence
+from tlslogd.summary import (
+    LEGACY_RECENT_DAYS,
+    LOGLEVEL_SETTINGS,
+    PROTOCOL_SETTINGS,
+    handshake_evidence,
+)
 
 REFRESH_SECONDS: Final = 15
 STALE_AFTER: Final = 60.0
@@ -460,6 +465,7 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
 def _legacy_card(summary: Mapping[str, Any]) -> str:
     totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
     peers = _int(summary.get("peers", {}).get("by_category", {}).get("legacy_protocol"))
+    recent = _int(summary.get("peers", {}).get("legacy_last_30d", peers))
     handshakes = _int(totals.get("tls_handshakes"))
     legacy = _int(totals.get("legacy_protocol_handshakes"))
     link = "/api/v1/peers?category=legacy_protocol"
@@ -467,22 +473,31 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
     evidence = handshake_evidence(totals)
     known = [d for d, e in evidence.items() if e == "logged"]
     unknown = [d for d, e in evidence.items() if e == "not_logged"]
-    if peers or legacy:
-        who = f"{_count(peers)} peer{'' if peers == 1 else 's'}" if peers else "Some peers"
+    if legacy:
+        none_used = (
+            f"No peer used TLSv1 or TLSv1.1 in the last {LEGACY_RECENT_DAYS} days of the log"
+        )
+    else:
+        scope = f"{known[0]} " if len(known) == 1 else ""
+        n = _int(totals.get(f"tls_handshakes_{known[0]}")) if scope else handshakes
+        none_used = f"None of {_count(n)} {scope}handshakes since {since} used TLSv1 or TLSv1.1"
+    if recent or (legacy and not peers):
+        who = f"{_count(recent)} peer{'' if recent == 1 else 's'}" if recent else "Some peers"
+        link = f"{link}&amp;since={LEGACY_RECENT_DAYS}d"
         verdict = (
             f'<p class="verdict bad" id="legacy-verdict" data-state="in-use">'
-            f'<a href="{link}" id="legacy-peers"{_attrs(data_value=peers)}>{who}</a> still '
-            f"use{'s' if peers == 1 else ''} them</p>"
-            f"<p>Disabling TLSv1 and TLSv1.1 would break them: {_count(legacy)} of "
-            f"{_count(handshakes)} handshakes since {since}.</p>"
+            f'<a href="{link}" id="legacy-peers"{_attrs(data_value=recent)}>{who}</a> still '
+            f"use{'s' if recent == 1 else ''} them</p>"
+            f"<p>Disabling TLSv1 and TLSv1.1 would break them: they used them in the last "
+            f"{LEGACY_RECENT_DAYS} days of the log; {_count(legacy)} of {_count(handshakes)} "
+            f"handshakes since {since}.</p>"
         )
     elif known and not unknown:
         settings = "\n".join(f"{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2" for d in known)
         verdict = (
             '<p class="verdict good" id="legacy-verdict" data-state="safe">'
             '<span id="legacy-peers" data-value="0">Nobody</span> — safe to disable</p>'
-            f"<p>None of {_count(handshakes)} handshakes since {since} used TLSv1 or TLSv1.1. "
-            "In main.cf (Postfix 3.6 and later):</p>"
+            f"<p>{none_used}. In main.cf (Postfix 3.6 and later):</p>"
             f"<pre>{settings}</pre>"
         )
     elif known:
@@ -490,9 +505,7 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
         verdict = (
             '<p class="verdict" id="legacy-verdict" data-state="partial">'
             f'<span id="legacy-peers" data-value="0">Nobody</span> {d}; {unknown[0]} unknown</p>'
-            f"<p>None of {_count(_int(totals.get(f'tls_handshakes_{d}')))} {d} handshakes since "
-            f"{since} used TLSv1 or TLSv1.1: <code>{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2</code> "
-            "is safe.</p>"
+            f"<p>{none_used}: <code>{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2</code> is safe.</p>"
         )
     elif unknown:
         verdict = (
@@ -503,6 +516,11 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
         verdict = (
             '<p class="verdict" id="legacy-verdict" data-state="no-data">No handshakes yet</p>'
             "<p>The answer appears after the first TLS handshakes.</p>"
+        )
+    if peers and not recent:
+        verdict += (
+            f'<p id="legacy-earlier">{_count(peers)} peer{"" if peers == 1 else "s"} used them '
+            f"earlier, none in the last {LEGACY_RECENT_DAYS} days of the log.</p>"
         )
     if unknown:
         settings = " and ".join(f"<code>{LOGLEVEL_SETTINGS[d]} = 1</code>" for d in unknown)

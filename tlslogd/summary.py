@@ -166,6 +166,18 @@ def legacy_unknown(evidence: Mapping[str, str]) -> list[str]:
     ]
 
 
+LEGACY_RECENT_DAYS = 30
+
+
+def legacy_recent(stats: Stats) -> int:
+    """Peers whose last TLSv1/TLSv1.1/SSLv3 handshake is in the log's last 30 days: those a
+    protocol change would break now (a client on TLSv1.3 since then would not notice)."""
+    if stats.last_event_ts is None:
+        return 0
+    since = stats.last_event_ts - LEGACY_RECENT_DAYS * 86400
+    return len(stats.peers.query(category="legacy_protocol", since=since, limit=10**9))
+
+
 def durable(stats: Stats) -> dict[str, Any]:
     """The durable side: totals and censuses since the state was created."""
     return {

@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
@@ -69,6 +69,9 @@ def parse_since(value: str, now: float) -> float:
     return parsed.timestamp()
 
 
+_PEER_PARAMETERS: Final = frozenset({"category", "since", "limit", "sort"})
+
+
 def peers_query(
     query: dict[str, list[str]], now: float
 ) -> tuple[str | None, float | None, int, str]:
@@ -76,6 +79,11 @@ def peers_query(
         values = query.get(name)
         return values[-1] if values else None
 
+    unknown = sorted(set(query) - _PEER_PARAMETERS)
+    if unknown:
+        raise BadRequest(
+            f"unknown parameter {unknown[0]!r}: expected {', '.join(sorted(_PEER_PARAMETERS))}"
+        )
     category = one("category")
     if category is not None and category not in CATEGORIES:
         raise BadRequest(f"category={category!r}: expected one of {', '.join(CATEGORIES)}")
@@ -123,7 +131,9 @@ class App:
             elif path == "/api/v1/summary":
                 await self._json(send, 200, self.view.summary(), head)
             elif path == "/api/v1/peers":
-                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                query = parse_qs(
+                    scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+                )
                 category, since, limit, sort = peers_query(query, time.time())
                 matching, rows = self.view.peer_rows(category, since, limit, sort)
                 body = {

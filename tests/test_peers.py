@@ -1,0 +1,79 @@
+"""The peer table's time questions and the peers API's parameters."""
+
+from __future__ import annotations
+
+import pytest
+from publicsuffixlist import PublicSuffixList
+
+from tlslogd.peers import PeerEntry, PeerTable
+from tlslogd.web import BadRequest, peers_query
+
+DAY = 86400.0
+T0 = 1_790_000_000.0
+PSL = PublicSuffixList()
+
+
+def test_since_with_a_category_asks_when_that_category_last_happened() -> None:
+    """A client that used TLSv1 55 days ago and TLSv1.3 yesterday is not among the peers that
+    used a legacy protocol in the last 30 days, though it was seen yesterday."""
+    table = PeerTable(psl=PSL)
+    old = table.touch("old.example.com[192.0.2.7]", T0)
+    assert old is not None
+    table.count(old, "legacy_protocol")
+    table.touch("old.example.com[192.0.2.7]", T0 + 55 * DAY)  # a TLSv1.3 session
+    recent = table.touch("new.example.net[198.51.100.1]", T0 + 50 * DAY)
+    assert recent is not None
+    table.count(recent, "legacy_protocol")
+    since = T0 + 25 * DAY
+    assert [p.key for p in table.query(category="legacy_protocol", since=since)] == [
+        "new.example.net"
+    ]
+    assert {p.key for p in table.query(category="legacy_protocol")} == {
+        "old.example.com",
+        "new.example.net",
+    }
+    assert {p.key for p in table.query(since=since)} == {"old.example.com", "new.example.net"}
+    assert table.row(old)["category_last_seen"] == {"legacy_protocol": T0}
+
+
+def test_category_times_survive_the_checkpoint_and_old_rows_fall_back_to_last_seen() -> None:
+    table = PeerTable(psl=PSL)
+    entry = table.touch("mx.example.org[203.0.113.5]:25", T0)
+    assert entry is not None
+    table.count(entry, "plaintext_out")
+    table.touch("mx.example.org[203.0.113.5]:25", T0 + DAY)
+    saved = entry.to_json()
+    restored = PeerEntry.from_json(saved)
+    assert restored.category_last_seen == {"plaintext_out": T0}
+    del saved["category_last_seen"]  # a checkpoint written before the field existed
+    again = PeerTable(psl=PSL)
+    again.load([saved])
+    assert [p.key for p in again.query(category="plaintext_out", since=T0 + DAY)] == [
+        "mx.example.org"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"catgory": ["legacy_protocol"]}, "unknown parameter 'catgory'"),
+        ({"category": [""]}, "category=''"),
+        ({"category": ["legacy"]}, "category='legacy'"),
+        ({"limit": ["0"]}, "limit='0'"),
+        ({"sort": ["newest"]}, "sort='newest'"),
+        ({"since": ["yesterday"]}, "since='yesterday'"),
+    ],
+)
+def test_a_bad_peers_parameter_is_refused_with_what_was_expected(
+    query: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(BadRequest, match="expected") as caught:
+        peers_query(query, T0)
+    assert str(caught.value).startswith(message)
+
+
+def test_peers_parameters_as_documented() -> None:
+    assert peers_query({}, T0) == (None, None, 100, "count")
+    assert peers_query(
+        {"category": ["tls_failure"], "since": ["7d"], "limit": ["5"], "sort": ["last_seen"]}, T0
+    ) == ("tls_failure", T0 - 7 * DAY, 5, "last_seen")
