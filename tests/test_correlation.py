@@ -272,6 +272,10 @@ def test_a_message_a_content_filter_reinjects_is_not_received_again() -> None:
     # the excerpt ends before the filter's verdict (proxy-accept): nothing is received yet,
     # and the re-injected copy is never counted
     assert pipe.stats.counters["received"] == {}
+    # the copy came from the filter on loopback: local, as its scope says where parse shows it
+    _, events = replay(text, local=("127.0.0.0/8",))
+    (copy,) = [e for e in events if isinstance(e, MessageReceived) and e.orig_client]
+    assert copy.scope == "local"
 
 
 def test_local_agents_are_local_and_soft_bounces_are_deferrals() -> None:

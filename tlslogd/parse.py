@@ -108,7 +108,7 @@ _ALTERNATIVES = rf"""
   :\ (?P<cv_text>[^\n]*)(?P<cv>)
 |message\ repeated\ (?P<rep_n>\d+)\ times:\ \[\ ?(?P<rep>)
 |(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs|Invalid\ TLS\ protocol
-  |error\ loading\ private\ keys|SMTPS\ wrappermode)[^\n]*)(?P<eng>)
+  |error\ loading\ private\ keys|SMTPS\ wrappermode|disabling\ TLS\ support)[^\n]*)(?P<eng>)
 |warning:\ (?:
   Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
  |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)
@@ -125,6 +125,7 @@ _MESSAGE: Final = re.compile(
     r"\]:\ (?:\[ID\ \d+\ [a-z0-9]+\.[a-z]+\]\ )?(?:" + _ALTERNATIVES + ")", re.X
 )
 _BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
+_PID_TAG: Final = re.compile(r"\[\d+\]: ")  # a syslog tag's pid: "postfix/smtpd[1234]: "
 assert _MESSAGE.groupindex == _BODY.groupindex  # handlers read groups by number from either
 
 
@@ -536,7 +537,12 @@ _STATUS_REASONS: Final = (
 
 def status_reason(text: str | None) -> str | None:
     """Failure reason when a delivery's status text is a TLS failure, else None."""
-    if not text or ("TLS" not in text and "certificate" not in text):
+    if not text or (
+        "TLS" not in text
+        and "certificate" not in text
+        and "DNSSEC" not in text
+        and "RRset" not in text
+    ):
         return None
     for needle, reason in _STATUS_REASONS:
         if needle in text:
@@ -587,6 +593,8 @@ class Parser:
         event; candidate lines that do not parse yield :class:`Unrecognised`."""
         if text.startswith("<") or "\n<" in text or " 1 20" in text:
             return self._scan_mixed(text, with_lines)
+        if _PID_TAG.search(text) is None:
+            return self._scan_untagged(text)
         return self._scan_bracketed(text, with_lines, None)
 
     def parse_line(self, line: str) -> Event:
@@ -650,6 +658,23 @@ class Parser:
                 ev.line = text[start : end if end >= 0 else len(text)]
             if starts is not None:
                 starts.append(start)
+            yield ev
+
+    @staticmethod
+    def _scan_untagged(text: str) -> Iterator[Event]:
+        """A chunk without a single syslog tag (``journalctl -o cat``, an excerpt copied from a
+        log viewer): no line can be given to a process, but those that say something about TLS,
+        sessions or deliveries are unrecognised, counted and sample-logged, not ignored."""
+        done = 0
+        for m in _BODY.finditer(text):
+            if m.start() < done:
+                continue  # one per line
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.start())
+            end = end if end >= 0 else len(text)
+            ev = Unrecognised(None, "", "", None, None)
+            ev.line = text[start:end][:2000]
+            done = end
             yield ev
 
     def _scan_mixed(self, text: str, with_lines: bool) -> Iterator[Event]:
@@ -834,8 +859,10 @@ class Parser:
         ts: float | None,
     ) -> Event:
         qid, to, relay, cu, delay, delays, tlsf, dsn, status, text = m.group(*_DLV_GROUPS)
-        if text is not None and text.endswith(")"):
-            text = text[:-1]
+        if text is not None:
+            text = text.rstrip()
+            if text.endswith(")"):
+                text = text[:-1]
         return Delivery(
             host,
             tag,

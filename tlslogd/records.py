@@ -100,6 +100,8 @@ def _ratio(pair: tuple[int, int]) -> str:
 def to_record(ev: Event) -> dict[str, Any]:
     """The JSON object ``tlslogd parse`` writes for an event (see :class:`EventRecord`)."""
     host, addr, port = split_peer(getattr(ev, "peer", None))
+    if addr == "unknown":
+        addr = None  # unknown[unknown]: Postfix has no address for the client
     rec: dict[str, Any] = {
         "line": ev.line,
         "kind": ev.kind,

@@ -573,7 +573,9 @@ class Correlator:
 
     def _message(self, ev: MessageReceived, emit: Emit) -> None:
         if ev.orig_client is not None:
-            return  # re-injected by a content filter: counted in the original client's session
+            # re-injected by a content filter: counted in the original client's session
+            ev.scope = "local" if self._local_peer(ev.peer) else "remote"
+            return
         entry = self._entry(ev, emit)
         ev.scope = self._client_scope(entry, ev.peer)
         # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
