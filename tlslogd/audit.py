@@ -898,8 +898,7 @@ def _client_level_judge(cfg: _Config, service: Service | None) -> _Verdict:
             hint = " (Postfix 3.11 defaults to 'may' only at compatibility_level >= 3.11)"
         return _Verdict(
             Status.FAIL,
-            f"{described}: outbound mail is never encrypted, and tlslogd reports every delivery"
-            f" as plaintext{hint}",
+            f"{described}: outbound mail is never encrypted{hint}",
             to_may,
         )
     if legacy:
@@ -931,8 +930,9 @@ _BLANK_INBOUND: Final = (
     " blank (STARTTLS adoption from the 'disconnect ... starttls=' counters still works)"
 )
 _BLANK_OUTBOUND: Final = (
-    "Postfix logs no outbound TLS handshakes, so every outbound delivery looks plaintext to"
-    " tlslogd: the per-delivery TLS panels and the plaintext alerts are wrong"
+    "Postfix logs no outbound TLS handshakes, so tlslogd cannot tell a TLS delivery from a"
+    ' plaintext one: deliveries are counted as tls="unknown", and the per-delivery TLS panels'
+    " and the plaintext alerts stay empty"
 )
 _BLANK_OFFERED: Final = (
     "Postfix never logs 'Host offered STARTTLS', so tlslogd's 'offered STARTTLS but not used'"

@@ -39,7 +39,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_starttls_offered_total": MetricSpec(
         "counter",
-        "Remote servers that offered STARTTLS which our client did not use (policy none).",
+        "Remote servers that offered STARTTLS which our client did not use: a TLS policy of "
+        "none, or Postfix's plaintext retry after a failed handshake.",
         ("service", "program"),
     ),
     "tlslogd_deliveries_total": MetricSpec(
@@ -49,7 +50,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_offered_plaintext_deliveries_total": MetricSpec(
         "counter",
-        "Deliveries sent in plaintext to a server that offered STARTTLS.",
+        "Deliveries sent in plaintext to a server that offered STARTTLS (a TLS policy of none, "
+        "or the plaintext retry after a failed handshake).",
         ("service", "program", "status"),
     ),
     "tlslogd_sessions_total": MetricSpec(
