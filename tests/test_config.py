@@ -42,6 +42,30 @@ def test_invalid_values_name_key_source_value_and_expectation(
 
 
 @pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("127.0.0.0/8", ["127.0.0.0/8"]),
+        ("127.0.0.0/8, ::1/128", ["127.0.0.0/8", "::1/128"]),  # as --local-networks takes it
+        ('["10.0.0.0/8", "::1/128"]', ["10.0.0.0/8", "::1/128"]),
+        ("", []),
+    ],
+)
+def test_list_settings_from_the_environment_as_json_or_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, value: str, want: list[str]
+) -> None:
+    monkeypatch.setenv("TLSLOGD_LOCAL_NETWORKS", value)
+    assert load_settings(None, {}).local_networks == want
+
+
+def test_a_list_setting_that_is_broken_json_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLSLOGD_JOURNAL_UNITS", '["postfix.service"')
+    with pytest.raises(
+        ConfigError, match=r"journal_units .*TLSLOGD_JOURNAL_UNITS.*not a JSON list"
+    ):
+        load_settings(None, {})
+
+
+@pytest.mark.parametrize(
     ("text", "want"),
     [
         ("127.0.0.1:10154", ("127.0.0.1", 10154)),

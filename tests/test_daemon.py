@@ -443,3 +443,33 @@ def test_durable_censuses_survive_a_restart(tmp_path: Path, daemons: list[Daemon
     assert after == before
     assert after["protocols"]["inbound"] == {"TLSv1.3": 39, "TLSv1.2": 9}
     assert after["first_event"] is not None
+
+
+def test_a_busy_listen_address_is_one_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:10]))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tlslogd",
+                "run",
+                "--log",
+                str(log),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,14 +9,16 @@ key.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
         le=64 << 20,
         description="at most this many bytes per processing turn",
     )
-    local_networks: list[str] = Field(
+    local_networks: Annotated[list[str], NoDecode] = Field(
         default=["127.0.0.0/8", "::1/128"],
         description="relays in these networks (and UNIX sockets) are local: content filters, LMTP",
     )
@@ -96,11 +98,11 @@ class Settings(BaseSettings):
         le=7 * 86400,
         description="seconds of log time a session may stay open",
     )
-    journal_units: list[str] = Field(
+    journal_units: Annotated[list[str], NoDecode] = Field(
         default=["postfix.service", "postfix@*.service"],
         description="systemd units to follow (journald)",
     )
-    journal_identifiers: list[str] = Field(
+    journal_identifiers: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="syslog identifiers to follow (journald); with units, both must match",
     )
@@ -129,6 +131,21 @@ class Settings(BaseSettings):
     def _listen(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @field_validator("local_networks", "journal_units", "journal_identifiers", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A list from the environment: JSON (``'["a", "b"]'``) or comma-separated (``a,b``),
+        like the command line's --local-networks."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc})") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
 
     @field_validator("local_networks")
     @classmethod

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,26 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound before uvicorn starts: an address in use or not on this machine
+    is an error message here, not uvicorn's exit from inside the event loop."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 class Daemon:
@@ -281,8 +302,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.source.start()
         host, port = self.settings.host_port
+        try:
+            sock = _listen(host, port)
+        except OSError as exc:
+            self.source.close()
+            self.store.close()
+            log.error("cannot listen on %s: %s", self.settings.listen, exc.strerror or exc)
+            return 1
         server = _Server(self._uvicorn_config(host, port))
-        serving = asyncio.create_task(server.serve(), name="http")
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
         while not server.started:
             if serving.done():
                 self.store.close()
