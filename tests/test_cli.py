@@ -238,3 +238,44 @@ def test_missing_file_is_an_error_not_a_traceback(command: str) -> None:
     result = tlslogd(command, "/nonexistent/mail.log")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error() -> None:
+    result = subprocess.run(
+        f"{sys.executable} -m tlslogd parse {LAB_LOG} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert len(result.stdout.splitlines()) == 1
+    assert result.stderr == ""
+
+
+def test_a_cut_gz_is_read_up_to_the_cut_and_a_non_gz_is_one_error(tmp_path: Path) -> None:
+    whole = gzip.compress(LAB.encode())
+    cut = tmp_path / "mail.log.2.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    result = tlslogd("report", "--format", "json", str(cut))
+    assert result.returncode == 0
+    assert "compressed data ends early; read up to there" in result.stderr
+    assert 0 < json.loads(result.stdout)["lines"]["total"] < LAB.count("\n")
+    fake = tmp_path / "mail.log.1.gz"
+    fake.write_text(LAB)
+    result = tlslogd("report", str(fake))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tlslogd: {fake}: Not a gzipped file")
+    assert "Traceback" not in result.stderr
+
+
+def test_report_header_says_what_was_counted_and_bad_ranges_are_refused() -> None:
+    head = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout.splitlines()[0]
+    assert head.startswith(f"tlslogd report: {LAB.count(chr(10))} lines read (")
+    assert "; events from 2026-11-25T20:06:08" in head
+    empty = tlslogd("report", "--since", "2020-01-01", "--until", "2020-01-02", str(LAB_LOG))
+    assert "; no event within --since 2020-01-01" in empty.stdout.splitlines()[0]
+    backwards = tlslogd("report", "--since", "2h", "--until", "3h", str(LAB_LOG))
+    assert backwards.returncode == 2 and "--since 2h is not before --until 3h" in backwards.stderr
+    assert tlslogd("report", "--top", "0", str(LAB_LOG)).returncode == 2
+    assert tlslogd("demo", "--speed", "0").returncode == 2

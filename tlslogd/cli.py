@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import gzip
+import io
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, cast
 
 from tlslogd import __version__, summary
 from tlslogd.config import ConfigError, Settings, effective, load_settings
@@ -65,6 +66,22 @@ def _file_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1")
+    return int(text)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlslogd",
@@ -81,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="replay a real sample log at a live pace and serve it")
     demo.add_argument("--listen", default="127.0.0.1:10154", help="HOST:PORT (%(default)s)")
-    demo.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = live)")
+    demo.add_argument("--speed", type=_positive, default=1.0, help="replay speed factor (1 = live)")
 
     parse = sub.add_parser("parse", help="write one JSON object per event (JSON Lines)")
     _file_flags(parse)
@@ -92,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", help="only events from this time (ISO 8601, or 7d/24h ago)")
     report.add_argument("--until", help="only events before this time")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    report.add_argument("--top", type=int, default=20, help="peers per list (%(default)s)")
+    report.add_argument(
+        "--top", type=_at_least_one, default=20, help="peers per list (%(default)s)"
+    )
 
     advise = sub.add_parser(
         "advise", help="propose TLS policies (smtp_tls_policy_maps) from the log's evidence"
@@ -140,13 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tlslogd: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (tlslogd parse ... | head): stop quietly, and keep Python from
+        # complaining when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.filename is None:
             raise
         print(f"tlslogd: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
     except KeyboardInterrupt:
         return 130
 
@@ -238,11 +260,11 @@ def _demo(args: argparse.Namespace) -> int:
 # -- files ------------------------------------------------------------------------------------
 
 
-def _open(name: str) -> BinaryIO:
+def _open(name: str) -> io.BufferedIOBase:
     if name == "-":
-        return sys.stdin.buffer
+        return cast(io.BufferedIOBase, sys.stdin.buffer)
     if name.endswith(".gz"):
-        return cast(BinaryIO, gzip.open(name, "rb"))
+        return gzip.GzipFile(name, "rb")
     return open(name, "rb")
 
 
@@ -252,7 +274,16 @@ def read_chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
     try:
         rest = b""
         while True:
-            data = f.read(size)
+            try:
+                data = f.read1(size)  # what one step decompressed, so a cut .gz keeps it
+            except EOFError:  # a .gz cut short (still being written, or copied in part)
+                print(
+                    f"tlslogd: {name}: compressed data ends early; read up to there",
+                    file=sys.stderr,
+                )
+                break
+            except gzip.BadGzipFile as exc:
+                raise ConfigError(f"{name}: {exc}") from None
             if not data:
                 break
             data = rest + data
@@ -352,9 +383,10 @@ def _when(value: str | None, flag: str) -> float | None:
 
 def _report(args: argparse.Namespace) -> int:
     files = time_ordered(args.files)
-    pipe = _pipeline(
-        files, args.local_networks, _when(args.since, "--since"), _when(args.until, "--until")
-    )
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise ConfigError(f"--since {args.since} is not before --until {args.until}")
+    pipe = _pipeline(files, args.local_networks, since, until)
     total = sum(os.stat(f).st_size for f in files if f != "-")
     progress = args.format == "table" and sys.stderr.isatty() and total > 20 << 20
     done = 0
@@ -368,6 +400,7 @@ def _report(args: argparse.Namespace) -> int:
     if progress:
         print("\r" + " " * 20 + "\r", end="", file=sys.stderr)
     result = report_data(pipe.stats, args.top)
+    result["window"] = {"since": summary.iso(pipe.since), "until": summary.iso(pipe.until)}
     if args.format == "json":
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -493,9 +526,20 @@ def render_table(data: dict[str, Any]) -> str:
     add = out.append
     lines = data["lines"]
     period = data["period"]
+    window = data.get("window") or {}
+    windowed = bool(window.get("since") or window.get("until"))
+    if period["first"]:
+        counted = f"events from {period['first']} to {period['last']}"
+    else:
+        counted = "no event" if windowed else "no event with a log time"
+    if windowed:
+        counted += (
+            f" within --since {window.get('since') or '(start)'}"
+            f" --until {window.get('until') or '(end)'}"
+        )
     add(
-        f"tlslogd report: {lines['total']} lines ({period['first']} to {period['last']}); "
-        f"{lines['event']} events, {lines['unrecognised']} unrecognised\n"
+        f"tlslogd report: {lines['total']} lines read ({lines['event']} events, "
+        f"{lines['unrecognised']} unrecognised); {counted}\n"
     )
     a = data["adoption"]
     o, i = a["outbound"], a["inbound"]
