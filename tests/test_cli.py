@@ -279,3 +279,20 @@ def test_report_header_says_what_was_counted_and_bad_ranges_are_refused() -> Non
     assert backwards.returncode == 2 and "--since 2h is not before --until 3h" in backwards.stderr
     assert tlslogd("report", "--top", "0", str(LAB_LOG)).returncode == 2
     assert tlslogd("demo", "--speed", "0").returncode == 2
+
+
+def test_report_says_why_many_deliveries_are_unknown() -> None:
+    # the lab log as a server with smtp_tls_loglevel = 0 writes it: no outbound summaries
+    level0 = "".join(
+        line
+        for line in LAB.splitlines(keepends=True)
+        if not ("TLS connection established to" in line or "TLS connection reused to" in line)
+        and "postfix/tlsproxy" not in line
+    )
+    table = tlslogd("report", "--local-networks", "", "-", stdin=level0).stdout
+    assert (
+        "    TLS use unknown for 46 of 49 deliveries (no outbound handshake is logged: "
+        "set smtp_tls_loglevel = 1)"
+    ) in table.splitlines()
+    full = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout
+    assert "TLS use unknown" not in full

@@ -225,6 +225,13 @@ def test_restart_resumes_exactly_no_line_lost_or_counted_twice(
     whole.write_text("".join(LAB_LINES))
     d3 = run_daemon(daemons, whole, reference, "--from-start")
     assert d3.wait_lines(len(LAB_LINES)) == totals
+    # adoption figures and censuses go on across the restart, as the durable totals do;
+    # /metrics starts from zero, as a counter after a restart does
+    resumed, once = d2.json("/api/v1/summary"), d3.json("/api/v1/summary")
+    for key in ("adoption", "handshakes", "failures", "inbound_by_program"):
+        assert resumed[key] == once[key], key
+    _, text = d2.get("/metrics")
+    assert metric(text, "tlslogd_log_lines_total") == len(LAB_LINES) - 300
 
 
 def test_rename_rotation_while_running_loses_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:

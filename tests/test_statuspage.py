@@ -349,6 +349,8 @@ def test_legacy_verdict_only_where_handshakes_are_logged(tmp_path: Path) -> None
     assert "smtpd_tls_protocols" not in card.text()
     assert "set smtpd_tls_loglevel = 1 in main.cf" in page.by_id("legacy-unknown").text()
 
+    assert not page.has("outbound-unknown-note") and not page.has("inbound-unknown-note")
+
     both = without_summaries(without_summaries(LAB_TEXT, "inbound"), "outbound")
     summary, peers = build(tmp_path / "both", both)
     page = Page(render_status(summary, peers))
@@ -356,6 +358,8 @@ def test_legacy_verdict_only_where_handshakes_are_logged(tmp_path: Path) -> None
     assert page.by_id("legacy-verdict").text() == "Cannot tell"
     unknown = page.by_id("legacy-unknown").text()
     assert "smtpd_tls_loglevel = 1 and smtp_tls_loglevel = 1" in unknown
+    note = page.by_id("outbound-unknown-note").text()
+    assert note.startswith("TLS use unknown for") and "set smtp_tls_loglevel = 1" in note
 
 
 def test_a_peer_that_used_tlsv1_long_ago_does_not_block_disabling_it(tmp_path: Path) -> None:

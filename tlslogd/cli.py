@@ -551,6 +551,10 @@ def render_table(data: dict[str, Any]) -> str:
         f"  outbound deliveries sent to remote servers {_pct(o['tls_percent'])} TLS  "
         f"({s['yes']} TLS, {s['no']} plaintext, {s['unknown']} unknown)"
     )
+    evidence = data["handshake_evidence"]
+    note = summary.unknown_note("outbound", s["unknown"], sum(s.values()), evidence)
+    if note:
+        add(f"    {note}")
     add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
     add(f"    local (content filters, LMTP): {o['sent_local']}")
     if o["sent_local"] and not sum(s.values()):
@@ -562,6 +566,9 @@ def render_table(data: dict[str, Any]) -> str:
         f"{sess.get('failed', 0)} failed, {sess.get('no_ehlo', 0)} without EHLO, "
         f"{sess.get('unknown', 0)} unknown)"
     )
+    note = summary.unknown_note("inbound", sess.get("unknown", 0), sum(sess.values()), evidence)
+    if note:
+        add(f"    {note}")
     add(
         f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
         f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"

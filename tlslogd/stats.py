@@ -109,6 +109,9 @@ class Stats:
     ) -> None:
         self.cap = LabelCap(label_cap)
         self.counters: dict[str, dict[tuple[str, ...], int]] = {f: {} for f in FAMILIES}
+        # the counters of earlier processes, from the checkpoint: /metrics starts from zero (a
+        # counter's reset), the summaries and the status page go on from where they were
+        self.earlier: dict[str, dict[tuple[str, ...], int]] = {f: {} for f in FAMILIES}
         self._keys: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {f: {} for f in FAMILIES}
         self.lines = {"event": 0, "ignored": 0, "unrecognised": 0}
         self.totals: dict[str, int] = dict.fromkeys(TOTALS, 0)
@@ -288,6 +291,16 @@ class Stats:
             self.peers.count(peer, "tls_failure")
             peer.reasons[ev.reason] = peer.reasons.get(ev.reason, 0) + 1
 
+    def since_created(self, family: str) -> dict[tuple[str, ...], int]:
+        """A family's counts since the state was created: earlier processes' and this one's."""
+        earlier = self.earlier[family]
+        if not earlier:
+            return self.counters[family]
+        out = dict(earlier)
+        for key, n in self.counters[family].items():
+            out[key] = out.get(key, 0) + n
+        return out
+
     # -- durable state ---------------------------------------------------------------------------
 
     def durable(self) -> dict[str, Any]:
@@ -298,6 +311,9 @@ class Stats:
             "last_event_ts": self.last_event_ts,
             "protocols": self.protocols,
             "reasons": self.reasons,
+            "counters": {
+                f: [[*key, n] for key, n in self.since_created(f).items()] for f in FAMILIES
+            },
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -313,3 +329,11 @@ class Stats:
         self.reasons = {
             d: {k: int(v) for k, v in c.items()} for d, c in data.get("reasons", {}).items()
         }
+        saved = data.get("counters", {})
+        for family, labels in FAMILIES.items():
+            # rows of another shape (labels added since they were saved) are left out
+            self.earlier[family] = {
+                tuple(row[:-1]): int(row[-1])
+                for row in saved.get(family, [])
+                if len(row) == len(labels) + 1
+            }

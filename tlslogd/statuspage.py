@@ -33,6 +33,7 @@ from tlslogd.summary import (
     LOGLEVEL_SETTINGS,
     PROTOCOL_SETTINGS,
     handshake_evidence,
+    unknown_note,
 )
 
 REFRESH_SECONDS: Final = 15
@@ -381,7 +382,12 @@ def _census(
     )
 
 
-def _outbound_card(out: Mapping[str, Any], started: str) -> str:
+def _unknown_note(direction: str, unknown: int, total: int, totals: Mapping[str, int]) -> str:
+    note = unknown_note(direction, unknown, total, handshake_evidence(totals))
+    return f'<p class="note" id="{direction}-unknown-note">{_e(note)}.</p>' if note else ""
+
+
+def _outbound_card(out: Mapping[str, Any], started: str, totals: Mapping[str, int]) -> str:
     sent = out.get("sent_remote", {})
     pct = out.get("tls_percent")
     yes, no, unknown = _int(sent.get("yes")), _int(sent.get("no")), _int(sent.get("unknown"))
@@ -400,8 +406,9 @@ def _outbound_card(out: Mapping[str, Any], started: str) -> str:
         '<h2 id="h-outbound">Outbound deliveries over TLS</h2>'
         f'<div class="big" id="outbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}'
         f"</div>{_meter(pct)}"
-        f'<p class="note">Sent to remote servers since tlslogd started ({started}).</p>'
+        f'<p class="note">Sent to remote servers since {started}.</p>'
         f"{_dl(rows, bad=('outbound-plaintext', 'outbound-offered-plaintext'))}"
+        f"{_unknown_note('outbound', unknown, yes + no + unknown, totals)}"
         f'<p class="note">Not counted: <span id="outbound-local"'
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
@@ -411,7 +418,7 @@ def _outbound_card(out: Mapping[str, Any], started: str) -> str:
     )
 
 
-def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
+def _inbound_card(inb: Mapping[str, Any], started: str, totals: Mapping[str, int]) -> str:
     sessions = inb.get("sessions", {})
     pct = inb.get("tls_session_percent")
     rows = [(label, _int(sessions.get(k)), f"inbound-{k}") for k, label in _SESSIONS]
@@ -419,15 +426,17 @@ def _inbound_card(inb: Mapping[str, Any], started: str) -> str:
         f"{_count(_int(sessions.get(k)))} {label}" for k, label in _SESSIONS_UNCOUNTED
     )
     local = _int(inb.get("sessions_local"))
+    total = sum(map(_int, sessions.values()))
     return (
         '<section class="kpi" aria-labelledby="h-inbound">'
         '<h2 id="h-inbound">Inbound sessions over TLS</h2>'
         f'<div class="big" id="inbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
-        f'{_meter(pct)}<p class="note">smtpd sessions since tlslogd started ({started}).</p>'
+        f'{_meter(pct)}<p class="note">smtpd sessions since {started}.</p>'
         f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
+        f"{_unknown_note('inbound', _int(sessions.get('unknown')), total, totals)}"
         f'<p class="note">Not counted: {uncounted}, <span id="inbound-local"'
         f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients.</p>"
-        f"{_all_local_hint(local, sum(map(_int, sessions.values())), 'clients')}"
+        f"{_all_local_hint(local, total, 'clients')}"
         "</section>"
     )
 
@@ -457,7 +466,7 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
         '<section class="kpi" aria-labelledby="h-messages">'
         '<h2 id="h-messages">Inbound messages over TLS</h2>'
         f'<div class="big" id="messages-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
-        f'{_meter(pct)}<p class="note">Queued by smtpd since tlslogd started ({started}).</p>'
+        f'{_meter(pct)}<p class="note">Queued by smtpd since {started}.</p>'
         f"{_dl(rows, bad=('messages-plaintext',))}</section>"
     )
 
@@ -811,13 +820,13 @@ def render_status(
     adoption = summary.get("adoption", {})
     handshakes = summary.get("handshakes", {})
     state, idle = _log_state(summary.get("log", {}), summary.get("process", {}), now)
-    process_since = _when(summary.get("process", {}).get("started"))
     since = _when(summary.get("since"))
-    census_note = f'<p class="note">Handshakes since tlslogd started ({process_since}).</p>'
+    totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
+    census_note = f'<p class="note">Handshakes since {since}.</p>'
     trust_note = (
         '<p class="note">'
         + " · ".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in _TRUST.items())
-        + f". Since tlslogd started ({process_since}).</p>"
+        + f". Since {since}.</p>"
     )
     by_category = summary.get("peers", {}).get("by_category", {})
     peer_sections = "".join(
@@ -839,9 +848,9 @@ def render_status(
         updated:%Y-%m-%d %H:%M:%S %Z}</time> · refreshes every {REFRESH_SECONDS} s</p></header>
 {_banners(summary, state, idle)}
 <main>
-{_outbound_card(adoption.get("outbound", {}), process_since)}
-{_inbound_card(adoption.get("inbound", {}), process_since)}
-{_messages_card(adoption.get("inbound", {}), process_since)}
+{_outbound_card(adoption.get("outbound", {}), since, totals)}
+{_inbound_card(adoption.get("inbound", {}), since, totals)}
+{_messages_card(adoption.get("inbound", {}), since)}
 {_legacy_card(summary)}
 {_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note)}
 {_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note)}

@@ -29,11 +29,11 @@ def percent(part: int, whole: int) -> float | None:
 
 
 def adoption(stats: Stats) -> dict[str, Any]:
-    """TLS adoption from the process's counters (since start, or over a report's window)."""
+    """TLS adoption since the state was created (over a report's window for ``report``)."""
     sent: dict[str, int] = {"yes": 0, "no": 0, "unknown": 0}
     local_sent = 0
     deferred = bounced = 0
-    for (_, _, status, tls, scope), n in stats.counters["deliveries"].items():
+    for (_, _, status, tls, scope), n in stats.since_created("deliveries").items():
         if status == "sent":
             if scope == "remote":
                 sent[tls] = sent.get(tls, 0) + n
@@ -43,10 +43,12 @@ def adoption(stats: Stats) -> dict[str, Any]:
             deferred += n
         elif status == "bounced":
             bounced += n
-    sessions, local_sessions = _remote_by(stats.counters["sessions"])
-    received, local_received = _remote_by(stats.counters["received"])
+    sessions, local_sessions = _remote_by(stats.since_created("sessions"))
+    received, local_received = _remote_by(stats.since_created("received"))
     offered_plain = sum(
-        n for (_, _, status), n in stats.counters["offered_plaintext"].items() if status == "sent"
+        n
+        for (_, _, status), n in stats.since_created("offered_plaintext").items()
+        if status == "sent"
     )
     tls_sessions = sessions.get("used", 0) + sessions.get("implicit", 0)
     decided_sessions = tls_sessions + sessions.get("not_used", 0) + sessions.get("failed", 0)
@@ -89,7 +91,7 @@ def census(stats: Stats, label: str) -> dict[str, dict[str, int]]:
     """Handshakes by direction and one label (protocol, cipher, trust, key_exchange)."""
     index = CENSUS_LABELS[label]
     out: dict[str, dict[str, int]] = {"inbound": {}, "outbound": {}}
-    for key, n in stats.counters["handshakes"].items():
+    for key, n in stats.since_created("handshakes").items():
         bucket = out.setdefault(key[0], {})
         value = key[index] or "(not logged)"
         bucket[value] = bucket.get(value, 0) + n
@@ -98,7 +100,7 @@ def census(stats: Stats, label: str) -> dict[str, dict[str, int]]:
 
 def failures(stats: Stats) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"inbound": {}, "outbound": {}}
-    for (direction, _, _, reason), n in stats.counters["failures"].items():
+    for (direction, _, _, reason), n in stats.since_created("failures").items():
         bucket = out.setdefault(direction, {})
         bucket[reason] = bucket.get(reason, 0) + n
     return out
@@ -107,7 +109,7 @@ def failures(stats: Stats) -> dict[str, dict[str, int]]:
 def by_program(stats: Stats) -> dict[str, dict[str, int]]:
     """Inbound sessions per syslog tag (submission vs port 25) by STARTTLS use."""
     out: dict[str, dict[str, int]] = {}
-    for (_, _, program, starttls, scope), n in stats.counters["sessions"].items():
+    for (_, _, program, starttls, scope), n in stats.since_created("sessions").items():
         if scope != "remote":
             continue
         bucket = out.setdefault(program, {})
@@ -137,6 +139,19 @@ def handshake_evidence(totals: Mapping[str, int]) -> dict[str, str]:
         d: "logged" if totals.get(f"tls_handshakes_{d}") else "not_logged" if n else "no_traffic"
         for d, n in traffic.items()
     }
+
+
+def unknown_note(direction: str, unknown: int, total: int, evidence: Mapping[str, str]) -> str:
+    """Why the TLS use of many deliveries (outbound) or sessions (inbound) is unknown, when they
+    are a tenth or more of them and so change what the percentage means; else ''."""
+    if not unknown or unknown * 10 < total:
+        return ""
+    what = "deliveries" if direction == "outbound" else "sessions"
+    if evidence.get(direction) == "not_logged":
+        why = f"no {direction} handshake is logged: set {LOGLEVEL_SETTINGS[direction]} = 1"
+    else:
+        why = "they began before the log does, or their Postfix instance has logged no handshake"
+    return f"TLS use unknown for {unknown} of {total} {what} ({why})"
 
 
 def legacy_verdict(evidence: Mapping[str, str]) -> list[str]:
