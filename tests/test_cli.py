@@ -108,7 +108,10 @@ def test_report_table_and_csv() -> None:
     assert "85.7% TLS" in table
     assert "nobody: safe to disable TLSv1 and TLSv1.1" in table
     csv_out = tlslogd("report", "--format", "csv", "--local-networks", "", str(LAB_LOG)).stdout
-    assert "deliveries_sent_remote,outbound,tls=no,7" in csv_out.splitlines()
+    rows = csv_out.splitlines()
+    assert "deliveries_sent_remote,outbound,tls=no,7" in rows
+    assert "offered_plaintext_sent,outbound,,3" in rows
+    assert "handshake_summaries,inbound,logged,48" in rows
 
 
 def test_parse_decides_received_messages_as_the_report_does_without_summaries() -> None:

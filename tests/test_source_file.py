@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import itertools
 import json
 import logging
@@ -578,7 +579,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch 
 def test_unreadable_file_names_user_and_fix(public_dir: Path) -> None:
     log = public_dir / "mail.log"
     log.write_bytes(lines(1))
-    log.chmod(0o600)
+    os.chown(log, 0, grp.getgrnam("adm").gr_gid)
+    log.chmod(0o640)  # Debian's /var/log/mail.log: root:adm 0640
 
     reports, stderr = read_as_nobody(log, lambda: log.chmod(0o644))
     denied = reports[0]
@@ -588,6 +590,19 @@ def test_unreadable_file_names_user_and_fix(public_dir: Path) -> None:
     assert "usermod -aG adm nobody" in denied["reason"]
     assert reports[1]["errors"]["permission"] == 1
     assert stderr.count("usermod -aG adm") == 1
+
+
+@needs_root
+def test_a_file_no_group_may_read_gets_an_acl_as_the_fix(public_dir: Path) -> None:
+    log = public_dir / "maillog"
+    log.write_bytes(lines(1))
+    log.chmod(0o600)  # root:root 0600, as some distributions write /var/log/maillog
+
+    reports, _ = read_as_nobody(log, lambda: log.chmod(0o644))
+    reason = reports[0]["reason"]
+    assert f"setfacl -m u:nobody:r {log}" in reason
+    assert "usermod" not in reason
+    assert reports[2]["ok"]
     assert reports[2]["ok"]
     assert reports[2]["data"] == lines(1).decode()
 
@@ -603,7 +618,7 @@ def test_unsearchable_directory_is_named(public_dir: Path) -> None:
     reports, _ = read_as_nobody(log, lambda: private.chmod(0o755))
     reason = reports[0]["reason"]
     assert f"lacks search (execute) permission on directory {private};" in reason
-    assert "adm" in reason
+    assert f"setfacl -m u:nobody:x {private}" in reason  # root:root 0700
     assert reports[2]["ok"]
     assert reports[2]["data"] == lines(1).decode()
 

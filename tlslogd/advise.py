@@ -182,6 +182,13 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
             f"the server offered STARTTLS {row[OFFERED]} times and we sent in plaintext: a "
             "'none' entry (or smtp_tls_security_level = none) overrides TLS for it; remove it",
         )
+    if row[FAILURES] and not tls:
+        return proposal(
+            "may",
+            None,
+            f"every TLS attempt failed ({row[FAILURES]} failures, no delivery over TLS): fix "
+            "them first (tlslogd report lists the failures by reason)",
+        )
     if row[DELIVERIES] < t.min_deliveries or len(days) < t.min_days:
         return proposal(
             "may",
@@ -197,11 +204,13 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
     if row[FAILURES]:
         problems.append(f"{row[FAILURES]} TLS failures")
     if problems or not sent:
-        return proposal(
-            "may",
-            None,
-            "mixed results: " + (", ".join(problems) if problems else "no delivery succeeded"),
-        )
+        if not sent:
+            why = "no delivery succeeded"
+        elif not tls:
+            why = "never over TLS: " + ", ".join(problems)
+        else:
+            why = f"mixed results: {tls} over TLS, " + ", ".join(problems)
+        return proposal("may", None, why)
     trust = ", ".join(f"{k} {v}" for k, v in sorted(g.trust.items()))
     if row[STRONG] == tls:
         match = _match(relays, psl)

@@ -492,12 +492,19 @@ def write_csv(data: dict[str, Any], out: IO[str]) -> None:
     outbound = data["adoption"]["outbound"]
     for tls, n in outbound["sent_remote"].items():
         w.writerow(["deliveries_sent_remote", "outbound", f"tls={tls}", n])
+    w.writerow(["offered_plaintext_sent", "outbound", "", outbound["offered_plaintext_sent"]])
+    for key in ("sent_local", "deferred", "bounced"):
+        w.writerow([f"deliveries_{key}", "outbound", "", outbound[key]])
     for starttls, n in data["adoption"]["inbound"]["sessions"].items():
         w.writerow(["sessions", "inbound", f"starttls={starttls}", n])
     for tls, n in data["adoption"]["inbound"]["messages"].items():
         w.writerow(["messages_received", "inbound", f"tls={tls}", n])
     w.writerow(["sessions_local", "inbound", "", data["adoption"]["inbound"]["sessions_local"]])
     w.writerow(["messages_local", "inbound", "", data["adoption"]["inbound"]["messages_local"]])
+    for direction, evidence in data["handshake_evidence"].items():
+        # logged, not_logged (no summary at all: legacy peers cannot be known) or no_traffic
+        n = data["totals"][f"tls_handshakes_{direction}"]
+        w.writerow(["handshake_summaries", direction, evidence, n])
     for label, census in data["handshakes"].items():
         for direction, counts in census.items():
             for name, n in counts.items():

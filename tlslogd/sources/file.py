@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import hashlib
 import logging
 import os
@@ -119,14 +120,31 @@ def permission_message(path: str) -> str:
     except KeyError:
         user = str(uid)
     effective = os.access in os.supports_effective_ids
-    lacking = f"read permission on {path}"
+    lacking, target, need, flag = f"read permission on {path}", path, "r", stat.S_IRGRP
     for directory in _ancestors(os.path.dirname(path)):
         if not os.access(directory, os.X_OK, effective_ids=effective):
             lacking = f"search (execute) permission on directory {directory}"
+            target, need, flag = directory, "x", stat.S_IXGRP
             break
+    return f"user {user} (uid {uid}) lacks {lacking}; {_access_fix(user, target, need, flag)}"
+
+
+def _access_fix(user: str, target: str, need: str, flag: int) -> str:
+    """The usual fix: join the group that may read the file (Debian's adm for /var/log/mail.log);
+    where no group may (root:root 0600, as some distributions write /var/log/maillog), an ACL."""
+    try:
+        st = os.stat(target)
+        group = grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        group, st = "adm", None
+    if st is None or (st.st_gid != 0 and st.st_mode & flag):
+        return (
+            f"the usual fix is to add {user} to the {group} group "
+            f"(usermod -aG {group} {user}) and restart tlslogd"
+        )
     return (
-        f"user {user} (uid {uid}) lacks {lacking}; the usual fix is to add {user} to the adm "
-        f"group (usermod -aG adm {user}) and restart tlslogd"
+        f"no group but root may, so grant it with an ACL (setfacl -m u:{user}:{need} {target}; "
+        "for a log file, also in the rotation's postrotate or create step) and restart tlslogd"
     )
 
 
