@@ -288,13 +288,13 @@ def read_chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
                 break
             data = rest + data
             cut = data.rfind(b"\n") + 1
-            if cut == 0:
+            if cut == 0 or len(data) < size:  # gather small reads (.gz steps, pipes)
                 rest = data
                 continue
             rest = data[cut:]
             yield data[:cut]
         if rest:
-            yield rest + b"\n"
+            yield rest if rest.endswith(b"\n") else rest + b"\n"
     finally:
         if f is not sys.stdin.buffer:
             f.close()
