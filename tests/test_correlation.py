@@ -10,7 +10,7 @@ from tlslogd.parse import Parser
 from tlslogd.pipeline import Pipeline
 from tlslogd.sessions import Correlator, LocalNetworks
 from tlslogd.stats import Stats
-from tlslogd.summary import adoption
+from tlslogd.summary import adoption, failures
 
 
 def replay(text: str, *, local: tuple[str, ...] = ()) -> tuple[Pipeline, list[Event]]:
@@ -372,3 +372,50 @@ def test_a_before_queue_filter_receives_the_message_when_it_accepts_it() -> None
     pipe, _ = replay(rejected)
     pipe.finish()
     assert pipe.stats.totals["messages_received"] == 0
+
+
+def test_when_our_own_tls_engine_is_off_its_clients_are_not_blamed() -> None:
+    """void-packages#4686: smtpd logs 'disabling TLS support' (counted once, engine); then a
+    client's STARTTLS fails in that process (the session lines of docker-mailserver#620, put in
+    the same process): one engine failure, no failure of the client's, session failed."""
+    engine = sample_lines("wild-failures.log", "warning: disabling TLS support").strip()
+    session = [
+        line
+        for line in wild_block("sessions.log", "docker-mailserver/issues/620").splitlines(True)
+        if "SSL_accept" not in line and "TLS library problem" not in line
+    ]
+    text = (
+        engine
+        + "\n"
+        + "".join(
+            line.replace("May 23", "Aug 29").replace(
+                "mail postfix/smtpd[5982]", "localhost postfix/smtpd[2397]"
+            )
+            for line in session
+        )
+    )
+    pipe, _ = replay(text)
+    pipe.finish()
+    assert pipe.stats.totals["tls_failures"] == 1
+    assert failures(pipe.stats)["inbound"] == {"engine": 1}
+    assert pipe.stats.peers.query(category="tls_failure") == []
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
+
+
+def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:
+    """OpenSSL 3 with Postfix before 3.7.4 logs 'unexpected eof while reading' when a client
+    hangs up without close_notify (mlan/docker-postfix#1), here after the lab's first smtps
+    handshake in the same process: the session used TLS and nothing failed. A bad record MAC
+    right after the handshake (2012, RC4-MD5) broke TLS with that peer and still counts."""
+    eof = sample_lines("wild-failures.log", "rec_layer_s3.c:320:").strip()
+    lab = LAB_LOG.read_text().splitlines(keepends=True)
+    first = next(line for line in lab if "postfix/smtps/smtpd" in line and "connect from" in line)
+    tag = first.split(": ", 1)[0].split()[-1]  # postfix/smtps/smtpd[PID]
+    session = [line for line in lab if f" {tag}: " in line]
+    session = session[: next(i for i, s in enumerate(session) if "disconnect from" in s) + 1]
+    assert "TLS connection established" in session[1]
+    header = session[1].split(": ", 1)[0]  # the same process, at the handshake's time
+    moved = header + ": " + eof.split("]: ", 1)[1] + "\n"
+    pipe, _ = replay("".join(session[:-1]) + moved + session[-1])
+    assert pipe.stats.totals["tls_failures"] == 0
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"implicit": 1}

@@ -635,6 +635,6 @@ def render_table(data: dict[str, Any]) -> str:
                 extra = "  " + ", ".join(f"{r}×{n}" for r, n in row["failure_reasons"].items())
             add(
                 f"  {row['peer'][:40]:<40} {(row['domain'] or '')[:24]:<24} "
-                f"{row['counts'][category]:>7}  {summary.iso(row['last_seen'])}{extra}"
+                f"{row['counts'][category]:>7}  {summary.iso(row['last_seen']) or '–'}{extra}"
             )
     return "\n".join(out) + "\n"

@@ -230,6 +230,9 @@ class Correlator:
         # (log host, Postfix instance, direction) seen logging a handshake summary: the
         # instance's smtpd_tls_loglevel / smtp_tls_loglevel is at least 1
         self._logging_tls: set[tuple[str | None, str, str]] = set()
+        # processes that logged that their own TLS engine is off ("disabling TLS support"):
+        # their clients' failed STARTTLS is that failure again, not the clients'
+        self._engine_down: set[Key] = set()
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
         # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
@@ -328,6 +331,7 @@ class Correlator:
             entry = self._table.pop(key)
             self.evictions["replaced"] += 1
             _release(entry, emit)
+        self._engine_down = {k for k in self._engine_down if k[0] != ev.host}
         self.stream_start = 0.0
 
     # -- outbound (smtp, lmtp) -------------------------------------------------------------------
@@ -335,6 +339,7 @@ class Correlator:
     def _outbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         if ev.service == "tlsproxy":
             return  # the smtp process that asked for this connection logs it again
+        self._engine_down.discard((ev.host, ev.program, ev.pid))
         entry = self._entry(ev, emit)
         pending = entry.failure
         if pending is not None and not (
@@ -457,14 +462,32 @@ class Correlator:
         if ev.service == "tlsproxy":
             self._proxy_failure(ev, emit)
             return
+        key = (ev.host, ev.program, ev.pid)
+        if ev.source == "engine":
+            # complete in itself, counted once per process, and not a peer's doing
+            if len(self._engine_down) >= 1024:
+                self._engine_down.clear()
+            self._engine_down.add(key)
+            emit(ev)
+            return
+        if key in self._engine_down and ev.source in ("lost", "ssl_error", "library"):
+            return  # STARTTLS failed because our TLS engine is off: already counted as such
         entry = self._entry(ev, emit)
         if entry.started and ev.source == "library" and tag_cut(ev.program):
             # the library problem of an smtpd session, not of a client
             ev.direction = INBOUND
             ev.service = "smtpd"
         pending = entry.failure
-        if ev.source == "lost" and pending is None and entry.tls is not None:
-            return  # "lost connection/timeout after STARTTLS" once the handshake had succeeded
+        if (
+            pending is None
+            and entry.tls is not None
+            and (ev.source == "lost" or (ev.source == "library" and "unexpected eof" in ev.detail))
+        ):
+            # "lost connection/timeout after STARTTLS", or OpenSSL 3's "unexpected eof while
+            # reading" when a client hangs up without close_notify (Postfix before 3.7.4):
+            # after the handshake had succeeded, not a failed TLS attempt. Other library errors
+            # after the handshake (a bad record MAC) do break TLS with that peer: they count.
+            return
         if ev.source == "reason":  # "QUEUEID: Cannot start TLS: ..." before trying another MX
             emit(merge_failure(pending, ev) if pending is not None else ev)
             entry.failure = None
@@ -568,6 +591,7 @@ class Correlator:
         if ev.service == "tlsproxy":
             return  # postscreen's STARTTLS session: no smtpd session to attach it to
         self._logs_tls(ev)
+        self._engine_down.discard((ev.host, ev.program, ev.pid))
         entry = self._entry(ev, emit)
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
@@ -646,7 +670,7 @@ class Correlator:
             if failure.peer is None:
                 failure.peer = ev.peer
             emit(failure)
-        elif ev.starttls == "failed":
+        elif ev.starttls == "failed" and key not in self._engine_down:
             # STARTTLS failed but no SSL_accept line was logged (smtpd_tls_loglevel = 0)
             emit(
                 TlsFailure(
@@ -714,6 +738,9 @@ class Correlator:
             "next_sweep": self._next_sweep,
             "entries": entries,
             "logging_tls": sorted(self._logging_tls, key=lambda k: (k[0] or "", k[1], k[2])),
+            "engine_down": sorted(
+                ([*k] for k in self._engine_down), key=lambda k: (k[0] or "", k[1], k[2] or 0)
+            ),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -721,6 +748,9 @@ class Correlator:
         self._next_sweep = float(data.get("next_sweep") or 0.0)
         self._logging_tls = {
             (host, instance, direction) for host, instance, direction in data.get("logging_tls", ())
+        }
+        self._engine_down = {
+            (host, program, pid) for host, program, pid in data.get("engine_down", ())
         }
         self._table.clear()
         for item in data.get("entries", []):

@@ -19,7 +19,7 @@ PROTOCOL_SETTINGS = {"inbound": "smtpd_tls_protocols", "outbound": "smtp_tls_pro
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    if not ts:  # None, or 0.0: what the tables keep for lines without a log time
         return None
     return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
