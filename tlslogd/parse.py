@@ -175,6 +175,8 @@ _SEVERITY_WORDS: Final = frozenset(
 #   ... mx mail.info postfix/..., ... INFO    postfix/..   a facility.severity or severity column,
 #   <22>Nov  5 ...                                  a syslog priority left in the file,
 #   mail_1  | Nov  5 ...                            docker compose's service prefix,
+#   2023-12-04 19:58:45.426648751  mail.info: Dec  4 19:58:45 postfix/..  s6-log's time and
+#                                                   busybox syslogd's "facility.level:" (no host),
 #   2024-07-03T17:18:06.602684852Z Jul 03 ...      docker logs --timestamps before the stamp,
 #   postfix/smtpd[1234                              the tag alone (no timestamp, no host),
 #   /var/log/mail.log.1:Nov  5 ...                  grep -H / zgrep's file name before the stamp,
@@ -186,6 +188,8 @@ _SEVERITY_WORDS: Final = frozenset(
 _HEADER: Final = re.compile(
     rf"""
     (?:[^\s|]+\s+\|\s+)?
+    (?:(?P<s6>\d{{4}}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+)\s+(?=[a-z0-9]+\.{_LEVEL}:\s))?
+    (?:[a-z0-9]+\.{_LEVEL}:\s+)?
     (?:[^\s:|]+:(?=[A-Z][a-z]{{2}}\s|\d{{4}}-\d\d-\d\d[T\ ]))?
     (?:(?P<dock>\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+(?=\S+\s+[ 0-3]?\d\s))?
     (?:<\d{{1,3}}>)?
@@ -753,10 +757,10 @@ class Parser:
 
     def _header_fields(self, h: re.Match[str]) -> _Fields:
         tag = h.group("tag")
-        dock, bsd, iso, other = h.group("dock", "bsd", "iso", "other")
+        s6, dock, bsd, iso, other = h.group("s6", "dock", "bsd", "iso", "other")
         ts = None
-        if dock is not None:
-            ts = self.timestamps.iso(dock)
+        if s6 is not None or dock is not None:  # the outer stamp has the year (and the zone)
+            ts = self.timestamps.iso(s6 or dock or "")
         elif bsd is not None:
             ts = self.timestamps.bsd(bsd)
         elif iso is not None:
