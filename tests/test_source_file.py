@@ -381,7 +381,8 @@ def test_delete_and_create(make: Factory, log: Path, clock: FakeClock) -> None:
 
     append(log, lines(2) + b"cut short")
     log.unlink()
-    assert drain(source) == lines(2) + b"cut short\n"
+    # still open: its lines are read, and its unfinished line once nobody can write it any more
+    assert drain(source) == lines(2)
     assert source.counters()["rotations"]["delete"] == 1
     health = source.health()
     assert health.ok
@@ -389,8 +390,29 @@ def test_delete_and_create(make: Factory, log: Path, clock: FakeClock) -> None:
 
     log.write_bytes(lines(3, prefix="new"))
     assert drain(source) == lines(3, prefix="new")
+    clock.advance(6.0)
+    assert drain(source) == b"cut short\n"
     assert source.health().ok
     assert source.counters()["read_errors"]["missing"] == 0
+
+
+def test_a_file_deleted_while_catching_up_is_read_to_its_end(
+    make: Factory, log: Path, clock: FakeClock
+) -> None:
+    """logrotate's compress without delaycompress (or postfix logrotate) removes the rotated
+    file while tlslogd is still behind: the open file still holds the unread lines."""
+    backlog = b"".join(lines(n) for n in range(1, 5001))
+    log.write_bytes(backlog)
+    source = make(log, max_chunk_bytes=4096)
+    first = source.read_available()
+    assert first is not None and len(first.data) <= 4096
+    rotated = log.with_name("mail.log.1")
+    log.rename(rotated)
+    log.write_bytes(b"")
+    rotated.unlink()
+    clock.advance(10.0)  # the next read checks the path first
+    assert first.data + drain(source) == backlog
+    assert source.counters()["rotations"]["delete"] == 1
 
 
 def test_deleted_and_not_recreated_is_reported_after_the_grace(
@@ -858,3 +880,27 @@ def test_lines_written_one_by_one_do_not_wake_the_reader_each(
 
     assert run_chunks(scenario) == 300
     assert delivered < 30  # 300 writes
+
+
+def test_two_rotations_while_stopped_read_every_file_in_order(
+    make: Factory, log: Path, clock: FakeClock
+) -> None:
+    """Stopped at mail.log; meanwhile it was rotated twice (mail.log -> .1 -> .2): the rest of
+    .2, then all of .1, then the new mail.log, nothing skipped or read twice."""
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None and chunk.data == lines(1, 2)
+    first.close()
+
+    one, two = log.with_name("mail.log.1"), log.with_name("mail.log.2")
+    append(log, lines(3))
+    log.rename(one)
+    log.write_bytes(lines(4, prefix="middle"))
+    one.rename(two)
+    log.rename(one)
+    log.write_bytes(lines(5, prefix="new"))
+    (log.parent / "mail.log.3.gz").write_bytes(b"")  # compressed: named in a warning only
+
+    second = make(log, position=chunk.position)
+    assert drain(second) == lines(3) + lines(4, prefix="middle") + lines(5, prefix="new")

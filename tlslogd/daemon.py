@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -99,7 +100,10 @@ class Daemon:
         self.pipeline = Pipeline(
             Parser(), self.correlator, self.stats, on_unrecognised=self._unrecognised
         )
-        self.source_kind = "journald" if settings.log == "journald" else f"file:{settings.log}"
+        if settings.log in ("journald", "demo"):
+            self.source_kind = "journald" if settings.log == "journald" else "file:demo"
+        else:  # the same file under another spelling (relative, ./) is the same source
+            self.source_kind = f"file:{os.path.abspath(settings.log)}"
         position = self._restore()
         factory = source_factory or self._make_source
         self.source = factory(self.source_kind, position)

@@ -38,7 +38,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from watchdog.events import (
     FileCreatedEvent,
@@ -61,6 +61,9 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 # Events that wake the reader: a rotation at any time, an append only while it is idle.
 _ROTATION_EVENTS: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
 _APPEND_EVENTS: list[type[FileSystemEvent]] = [FileModifiedEvent]
+
+
+_COMPRESSED: Final = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z")
 
 
 def _digest(data: bytes) -> str:
@@ -293,8 +296,13 @@ class FileSource:
 
         self._saved: _Mark | None = None
         self._saved_draining: _Mark | None = None
+        self._saved_at: float | None = None
         if position is not None:
             self._saved, self._saved_draining = self._parse_position(position)
+            read_at = position.get("read_at")
+            self._saved_at = float(read_at) if isinstance(read_at, (int, float)) else None
+        # rotated files written to while tlslogd was not running, to read before the path's
+        self._backlog: list[str] = []
         self._started = False
         self._closed = False
         self._current: _Tail | None = None
@@ -445,10 +453,13 @@ class FileSource:
 
     def _live_position(self) -> dict[str, Any]:
         current, draining = self._current, self._draining
-        return self._marks_to_dict(
+        result = self._marks_to_dict(
             current.mark() if current is not None else self._fresh_mark(),
             draining.mark() if draining is not None else None,
         )
+        # wall-clock time of this position: rotated files written to after it were not read
+        result["read_at"] = time.time()
+        return result
 
     def _fresh_mark(self) -> _Mark:
         """The position meaning: whatever file appears at the path, read it from its start."""
@@ -542,6 +553,9 @@ class FileSource:
                 self._read_problem(current, exc)
                 return
         if saved is not None and saved.ino and not _is_file(current, saved):
+            self._backlog = self._rotated_since(
+                self._saved_at, skip=(current, saved, self._saved_draining)
+            )
             old = self._find(saved)
             if old is not None:
                 self._log.info(
@@ -605,6 +619,50 @@ class FileSource:
         )
         return None
 
+    def _rotated_since(
+        self, since: float | None, skip: tuple[_Tail | _Mark | None, ...]
+    ) -> list[str]:
+        """Rotated copies of the log (``mail.log.1``, ``mail.log-20251126``) written to after
+        ``since`` (the saved position's wall-clock time), oldest first: files rotated away while
+        tlslogd was not running, between the saved file and the one now at the path. Compressed
+        ones cannot be followed: they are named in a warning."""
+        if since is None:
+            return []
+        skipped = {(s.dev, s.ino) for s in skip if s is not None}
+        found: list[tuple[float, str]] = []
+        try:
+            with os.scandir(self._dir) as entries:
+                for entry in entries:
+                    if entry.name == self._name or not entry.name.startswith(self._name):
+                        continue
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        if (
+                            stat.S_ISREG(st.st_mode)
+                            and st.st_mtime > since
+                            and (st.st_dev, st.st_ino) not in skipped
+                        ):
+                            found.append((st.st_mtime, entry.path))
+        except OSError as exc:
+            self._log.warning("cannot list %s: %s", self._dir, exc.strerror or exc)
+            return []
+        found.sort()
+        packed = [p for _, p in found if p.endswith(_COMPRESSED)]
+        if packed:
+            self._log.warning(
+                "%s: rotated and compressed while tlslogd was not running; its lines are not "
+                "read (tlslogd report can read them)",
+                ", ".join(packed),
+            )
+        backlog = [p for _, p in found if not p.endswith(_COMPRESSED)]
+        if backlog:
+            self._log.info(
+                "%s rotated while tlslogd was not running: reading %s before it",
+                self._path,
+                ", ".join(backlog),
+            )
+        return backlog
+
     def _same_inode(self, dev: int, ino: int) -> list[str]:
         """Names in the log's directory of the file with this device and inode."""
         found: list[str] = []
@@ -660,7 +718,17 @@ class FileSource:
         return Chunk(data=data, position=self._live_position(), lines=data.count(b"\n"))
 
     def _open_current(self) -> _Tail | None:
-        """Open the file now at the path, to be read from its start."""
+        """Open the next rotated file of the backlog, or the file now at the path, to be read
+        from its start."""
+        while self._backlog:
+            path = self._backlog.pop(0)
+            try:
+                tail = self._open(path)
+            except OSError:
+                continue
+            self._current = tail
+            self._last_check = self._clock()
+            return tail
         try:
             tail = self._open(self._path)
         except OSError as exc:
@@ -812,11 +880,20 @@ class FileSource:
         return True
 
     def _deleted(self, tail: _Tail, out: list[bytes]) -> None:
-        out.append(self._finish(tail))
+        """The file has no name any more (deleted, or compressed by the rotation), but is still
+        open: read what it holds, as after a rename, while waiting for the path again."""
+        if self._draining is not None:
+            out.append(self._finish(self._draining))
+        tail.deadline = self._clock() + self._grace
+        self._draining = tail
         self._current = None
         self._quiet_until = self._clock() + self._grace
         self._rotations["delete"] += 1
-        self._log.info("%s was deleted; waiting for it to be created again", self._path)
+        self._log.info(
+            "%s was deleted; reading the rest of the open file, and waiting for it to be "
+            "created again",
+            self._path,
+        )
 
     def _renamed(self, tail: _Tail, out: list[bytes]) -> None:
         if self._draining is not None:
