@@ -323,9 +323,10 @@ class Daemon:
             await asyncio.sleep(0.01)
         self._run_audit()
         log.info(
-            "tlslogd %s following %s, serving http://%s",
+            "tlslogd %s following %s, serving %s://%s",
             __version__,
             self.source_kind,
+            "https" if self.endpoint.context is not None else "http",
             self.settings.listen,
         )
         self.notifier.ready(f"following {self.settings.log}")

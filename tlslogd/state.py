@@ -8,6 +8,7 @@ totals. A state file that is corrupt or not tlslogd's is moved aside with a clea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -185,7 +186,9 @@ class StateStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does): keep its error, not ours
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
         return now
 
