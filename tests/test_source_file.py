@@ -444,6 +444,22 @@ def test_copytruncate(make: Factory, log: Path) -> None:
     assert source.counters()["rotations"]["truncate"] == 1
 
 
+def test_copytruncate_reads_what_only_the_copy_holds(make: Factory, log: Path) -> None:
+    """Lines written after tlslogd's last read and before logrotate copied the file are only in
+    the copy (mail.log.1): they are read from there, then the truncated log."""
+    log.write_bytes(lines(1, 2))
+    source = make(log)
+    assert drain(source) == lines(1, 2)
+
+    append(log, lines(3) + b"half of line 4")
+    shutil.copy(log, log.with_name("mail.log.1"))
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, lines(5))
+    assert drain(source) == lines(3) + b"half of line 4\n" + lines(5)
+    assert source.counters()["rotations"]["truncate"] == 1
+
+
 def test_truncation_refilled_past_the_old_offset_is_noticed(make: Factory, log: Path) -> None:
     log.write_bytes(lines(1))
     source = make(log)

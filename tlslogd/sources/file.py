@@ -871,13 +871,60 @@ class FileSource:
     def _check_truncation(self, tail: _Tail, size: int, out: list[bytes]) -> bool:
         if size >= tail.read_pos and _head_matches(tail.fd, tail.head, tail.head_len):
             return False
-        if tail.pending or tail.overlong:
+        copy = self._copy_of(tail)
+        if copy is not None:
+            # copytruncate: what was written after the last read is in the copy only
+            if self._draining is not None:
+                out.append(self._finish(self._draining))
+            copy.deadline = self._clock()
+            self._draining = copy
+        elif tail.pending or tail.overlong:
             out.append(self._take_pending(tail))
         tail.seek(0)
         tail.refresh_head()
         self._rotations["truncate"] += 1
-        self._log.info("%s was truncated; reading it again from the start", self._path)
+        self._log.info(
+            "%s was truncated; reading it again from the start%s",
+            self._path,
+            f", and the rest of its copy {copy.path}" if copy is not None else "",
+        )
         return True
+
+    def _copy_of(self, tail: _Tail) -> _Tail | None:
+        """The copy logrotate's copytruncate made of ``tail`` before truncating it: a rotated
+        file next to the log that starts with the same first line and reaches past the last
+        line read; positioned there (at the start of the unfinished line)."""
+        if not tail.head_len:
+            return None
+        try:
+            entries = [
+                e.path
+                for e in os.scandir(self._dir)
+                if e.name != self._name
+                and e.name.startswith(self._name)
+                and not e.name.endswith(_COMPRESSED)
+            ]
+        except OSError:
+            return None
+        for path in entries:
+            try:
+                copy = self._open(path)
+            except OSError:
+                continue
+            try:
+                found = (copy.dev, copy.ino) != (tail.dev, tail.ino) and (
+                    os.fstat(copy.fd).st_size >= tail.offset
+                    and _head_matches(copy.fd, tail.head, tail.head_len)
+                )
+            except OSError:
+                found = False
+            if found:
+                copy.seek(tail.offset)
+                tail.pending.clear()
+                tail.overlong = False
+                return copy
+            _close_fd(copy.fd)
+        return None
 
     def _deleted(self, tail: _Tail, out: list[bytes]) -> None:
         """The file has no name any more (deleted, or compressed by the rotation), but is still
