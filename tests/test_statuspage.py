@@ -4,6 +4,7 @@ page as a browser renders it, checked against the JSON API of the same running d
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -290,7 +291,7 @@ def test_lab_peers_with_links_to_the_full_lists(lab: tuple[dict[str, Any], Page]
     assert "protocol ×5" in row.text()
     assert re.search(r"\d{4}-11-25 20:06:38", row.text())
     plain = page.by_id("peers-plaintext_out").find("tr", data_peer="127.0.0.3")[0]
-    assert "0 of 4 over TLS" in plain.text()
+    assert "0 of 4 delivery attempts over TLS" in plain.text()
 
 
 def test_lab_has_no_legacy_protocols_nobody_safe_to_disable(
@@ -316,7 +317,10 @@ def test_legacy_protocol_peers_and_post_quantum_key_exchange(tmp_path: Path) -> 
     assert verdict.attrs["data-state"] == "in-use"
     link = page.by_id("legacy-peers")
     assert link.tag == "a"
-    assert link.attrs["href"] == "/api/v1/peers?category=legacy_protocol&since=30d"
+    # the log's last 30 days (log time), as the count: not the 30 days before now
+    last = dt.datetime.fromisoformat(summary["durable"]["last_event"]).timestamp()
+    since = int(last - 30 * 86400)
+    assert link.attrs["href"] == f"/api/v1/peers?category=legacy_protocol&since={since}"
     assert page.value("legacy-peers") == 1 and link.text() == "1 peer"
     (legacy,) = page.find("tr", data_census="protocol", data_direction="inbound", data_key="TLSv1")
     assert legacy.attrs["class"] == "legacy" and "legacy" in legacy.text()  # not colour alone
@@ -348,6 +352,10 @@ def test_legacy_verdict_only_where_handshakes_are_logged(tmp_path: Path) -> None
     assert "smtp_tls_protocols = >=TLSv1.2" in card.text()
     assert "smtpd_tls_protocols" not in card.text()
     assert "set smtpd_tls_loglevel = 1 in main.cf" in page.by_id("legacy-unknown").text()
+    (protocols,) = page.find("section", id="census-protocol")
+    assert "No inbound handshake is logged: set smtpd_tls_loglevel = 1." in protocols.text()
+    # the lab log was read from its start: figures count from its first event, in log time
+    assert re.search(r"Counted since \d{4}-11-25 20:06:08", page.by_id("peers-tls_failure").text())
 
     assert not page.has("outbound-unknown-note") and not page.has("inbound-unknown-note")
 

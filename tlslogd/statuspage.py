@@ -113,7 +113,7 @@ _TOTALS: Final[Mapping[str, str]] = {
     "plaintext_deliveries": "deliveries sent in plaintext",
     "offered_plaintext_deliveries": "… to servers offering STARTTLS",
     "local_plaintext_deliveries": "local plaintext deliveries",
-    "unknown_tls_deliveries": "deliveries with unknown TLS",
+    "unknown_tls_deliveries": "deliveries with unknown TLS (local ones too)",
     "starttls_offered": "STARTTLS offers not used",
     "tls_failures": "TLS failures",
     "sessions": "inbound sessions",
@@ -151,6 +151,7 @@ header p{margin:0;font-size:.85rem;opacity:.9}
 .banner.bad{background:var(--bad-bg);border-color:var(--bad)}
 .banner.warn{background:var(--warn-bg);border-color:var(--warn)}
 .banner.info{background:var(--info-bg);border-color:var(--link)}
+#banner-offline{position:sticky;top:0;z-index:1}
 main{display:grid;gap:1rem;padding:1rem 1.25rem;grid-template-columns:minmax(0,1fr)}
 @media (min-width:720px){main{grid-template-columns:repeat(2,minmax(0,1fr))}
 .w2,.w4{grid-column:1/-1}}
@@ -253,6 +254,9 @@ def _count(value: int) -> str:
     return f"{value:,}"
 
 
+_LINE_KINDS: Final = {"event": "events"}
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} %"
 
@@ -345,15 +349,23 @@ _CENSUS_TAGS: Final[Mapping[str, Callable[[str], str]]] = {
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _census_table(label: str, direction: str, counts: Mapping[str, int]) -> str:
+def _census_table(label: str, direction: str, counts: Mapping[str, int], evidence: str) -> str:
     total = sum(_int(n) for n in counts.values())
     if not total:
-        return f"<div><h3>{direction}</h3><p class='note'>No {direction} handshakes yet.</p></div>"
+        if evidence == "not_logged":  # traffic, but no summary line: loglevel 0
+            text = (
+                f"No {direction} handshake is logged: set "
+                f"<code>{LOGLEVEL_SETTINGS[direction]} = 1</code>."
+            )
+        else:
+            text = f"No {direction} handshakes yet."
+        return f"<div><h3>{direction}</h3><p class='note'>{text}</p></div>"
     tags = _CENSUS_TAGS.get(label)
     rows = []
     for key, raw in sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0])):
         n = _int(raw)
         share = 100.0 * n / total
+        shown = "&lt;0.1" if 0 < share < 0.05 else f"{share:.1f}"
         legacy = label == "protocol" and key in LEGACY_PROTOCOLS
         rows.append(
             f"<tr{_attrs(class_='legacy' if legacy else None)}"
@@ -361,7 +373,7 @@ def _census_table(label: str, direction: str, counts: Mapping[str, int]) -> str:
             f'<td class="key">{_e(key).replace("_", "_<wbr>")}{tags(key) if tags else ""}</td>'
             f'<td class="n"{_attrs(data_value=n)}>{_count(n)}</td>'
             '<td class="share"><span class="pbar" aria-hidden="true">'
-            f'<span style="width:{share:.1f}%"></span></span>{share:.1f} %</td></tr>'
+            f'<span style="width:{share:.1f}%"></span></span>{shown} %</td></tr>'
         )
     return (
         f'<div class="scroll"><table><caption>{direction}</caption>'
@@ -373,9 +385,16 @@ def _census_table(label: str, direction: str, counts: Mapping[str, int]) -> str:
 
 
 def _census(
-    label: str, title: str, data: Mapping[str, Mapping[str, int]], note: str, width: str = "w2"
+    label: str,
+    title: str,
+    data: Mapping[str, Mapping[str, int]],
+    note: str,
+    evidence: Mapping[str, str],
+    width: str = "w2",
 ) -> str:
-    tables = "".join(_census_table(label, d, data.get(d, {})) for d in DIRECTIONS)
+    tables = "".join(
+        _census_table(label, d, data.get(d, {}), evidence.get(d, "")) for d in DIRECTIONS
+    )
     return (
         f'<section class="{width}" id="census-{label}" aria-labelledby="h-{label}">'
         f'<h2 id="h-{label}">{_e(title)}</h2>{note}<div class="pair">{tables}</div></section>'
@@ -471,6 +490,13 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
     )
 
 
+def _counted_since(summary: Mapping[str, Any]) -> str:
+    """Since when the figures count, in log time: the first event (a log read from its start
+    is older than the state), else when the state was created."""
+    durable = summary.get("durable", {})
+    return _when(durable.get("first_event") or durable.get("since") or summary.get("since"))
+
+
 def _legacy_card(summary: Mapping[str, Any]) -> str:
     totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
     peers = _int(summary.get("peers", {}).get("by_category", {}).get("legacy_protocol"))
@@ -478,7 +504,8 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
     handshakes = _int(totals.get("tls_handshakes"))
     legacy = _int(totals.get("legacy_protocol_handshakes"))
     link = "/api/v1/peers?category=legacy_protocol"
-    since = _when(summary.get("since"))
+    since = _counted_since(summary)
+    last = _timestamp(summary.get("durable", {}).get("last_event"))
     evidence = handshake_evidence(totals)
     known = [d for d, e in evidence.items() if e == "logged"]
     unknown = [d for d, e in evidence.items() if e == "not_logged"]
@@ -492,7 +519,8 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
         none_used = f"None of {_count(n)} {scope}handshakes since {since} used TLSv1 or TLSv1.1"
     if recent or (legacy and not peers):
         who = f"{_count(recent)} peer{'' if recent == 1 else 's'}" if recent else "Some peers"
-        link = f"{link}&amp;since={LEGACY_RECENT_DAYS}d"
+        if last is not None:  # the log's last 30 days, as counted, not the last 30 of now
+            link = f"{link}&amp;since={int(last - LEGACY_RECENT_DAYS * 86400)}"
         verdict = (
             f'<p class="verdict bad" id="legacy-verdict" data-state="in-use">'
             f'<a href="{link}" id="legacy-peers"{_attrs(data_value=recent)}>{who}</a> still '
@@ -617,7 +645,11 @@ def _failures(failures: Mapping[str, Mapping[str, int]]) -> str:
 
 def _peer_detail(category: str, peer: Mapping[str, Any]) -> str:
     if category in ("plaintext_out", "offered_not_used"):
-        return f"{_int(peer.get('tls_deliveries'))} of {_int(peer.get('deliveries'))} over TLS"
+        attempts = _int(peer.get("deliveries"))
+        return (
+            f"{_int(peer.get('tls_deliveries'))} of {attempts} delivery "
+            f"attempt{'' if attempts == 1 else 's'} over TLS"
+        )
     if category == "inbound_no_starttls":
         return f"{_int(peer.get('tls_sessions'))} of {_int(peer.get('sessions'))} over TLS"
     found = peer.get("legacy_protocols" if category == "legacy_protocol" else "failure_reasons")
@@ -653,6 +685,8 @@ def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str,
             '<th scope="col">detail</th><th scope="col">last seen</th></tr></thead>'
             f"<tbody>{''.join(trs)}</tbody></table></div>"
         )
+    if matching > 100:  # the API's default limit
+        link = f"{link}&amp;limit={min(matching, 10_000)}"
     if not matching:
         link_text = "JSON"
     elif len(rows) < matching:
@@ -664,7 +698,7 @@ def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str,
         f'<h2 id="h-{category}">{_e(title)} <span class="tag {"warn" if matching else "good"}"'
         f"{_attrs(id=f'peers-{category}-count', data_value=matching)}>"
         f"{_count(matching)} peer{'' if matching == 1 else 's'}</span></h2>"
-        f'<p class="note">{_e(note)} Counted since the state was created ({since}).</p>{body}'
+        f'<p class="note">{_e(note)} Counted since {since}.</p>{body}'
         f'<p class="note"><a href="{link}">{link_text}</a></p></section>'
     )
 
@@ -681,7 +715,7 @@ def _totals(summary: Mapping[str, Any]) -> str:
     )
     return (
         '<section class="w2" id="totals" aria-labelledby="h-totals">'
-        f'<h2 id="h-totals">Totals since {_when(durable.get("since") or summary.get("since"))}'
+        f'<h2 id="h-totals">Totals since {_counted_since(summary)}'
         '</h2><p class="note">Kept across restarts. First event '
         f"{_when(durable.get('first_event'))}, last event "
         f"{_when(durable.get('last_event'))} (log time).</p>"
@@ -741,7 +775,8 @@ def _log_section(summary: Mapping[str, Any], state: str, now: float) -> str:
         ("tlslogd started", _when(process.get("started"), now)),
         (
             "lines since start",
-            ", ".join(f"{_count(_int(n))} {_e(k)}" for k, n in lines.items()) or "–",
+            ", ".join(f"{_count(_int(n))} {_e(_LINE_KINDS.get(k, k))}" for k, n in lines.items())
+            or "–",
         ),
         (
             "sessions open · peers tracked",
@@ -820,8 +855,9 @@ def render_status(
     adoption = summary.get("adoption", {})
     handshakes = summary.get("handshakes", {})
     state, idle = _log_state(summary.get("log", {}), summary.get("process", {}), now)
-    since = _when(summary.get("since"))
+    since = _counted_since(summary)
     totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
+    evidence = handshake_evidence(totals)
     census_note = f'<p class="note">Handshakes since {since}.</p>'
     trust_note = (
         '<p class="note">'
@@ -852,10 +888,10 @@ def render_status(
 {_inbound_card(adoption.get("inbound", {}), since, totals)}
 {_messages_card(adoption.get("inbound", {}), since)}
 {_legacy_card(summary)}
-{_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note)}
-{_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note)}
-{_census("cipher", "Ciphers", handshakes.get("cipher", {}), census_note, "w4")}
-{_census("trust", "Trust levels", handshakes.get("trust", {}), trust_note)}
+{_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note, evidence)}
+{_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note, evidence)}
+{_census("cipher", "Ciphers", handshakes.get("cipher", {}), census_note, evidence, "w4")}
+{_census("trust", "Trust levels", handshakes.get("trust", {}), trust_note, evidence)}
 {_failures(summary.get("failures", {}))}
 {_by_program(summary.get("inbound_by_program", {}))}
 {peer_sections}
