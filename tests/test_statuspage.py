@@ -322,6 +322,11 @@ def test_legacy_protocol_peers_and_post_quantum_key_exchange(tmp_path: Path) -> 
     since = int(last - 30 * 86400)
     assert link.attrs["href"] == f"/api/v1/peers?category=legacy_protocol&since={since}"
     assert page.value("legacy-peers") == 1 and link.text() == "1 peer"
+    assert page.value("legacy-inbound") == 1 and not page.has("legacy-outbound")
+    (card,) = page.find("section", aria_labelledby="h-legacy")
+    assert "Of them: 1 client (smtpd_tls_protocols)." in card.text()
+    (old,) = page.by_id("peers-legacy_protocol").find("tr", data_peer="old.example.net")
+    assert "TLSv1 ×1 · as a client" in old.text()
     (legacy,) = page.find("tr", data_census="protocol", data_direction="inbound", data_key="TLSv1")
     assert legacy.attrs["class"] == "legacy" and "legacy" in legacy.text()  # not colour alone
     assert page.census("protocol", "inbound", "TLSv1") == 1
@@ -377,7 +382,7 @@ def test_a_peer_that_used_tlsv1_long_ago_does_not_block_disabling_it(tmp_path: P
     )
     summary, peers = build(tmp_path, old_session + LAB_TEXT)
     assert summary["peers"]["by_category"]["legacy_protocol"] == 1
-    assert summary["peers"]["legacy_last_30d"] == 0
+    assert summary["peers"]["legacy_last_30d"] == {"peers": 0, "inbound": 0, "outbound": 0}
     page = Page(render_status(summary, peers))
     verdict = page.by_id("legacy-verdict")
     assert verdict.attrs["data-state"] == "safe"

@@ -631,6 +631,7 @@ def render_table(data: dict[str, Any]) -> str:
             extra = ""
             if category == "legacy_protocol":
                 extra = "  " + ", ".join(f"{p}×{n}" for p, n in row["legacy_protocols"].items())
+                extra += "".join(f" ({d})" for d in sorted(row["legacy_directions"]))
             elif category == "tls_failure":
                 extra = "  " + ", ".join(f"{r}×{n}" for r, n in row["failure_reasons"].items())
             add(

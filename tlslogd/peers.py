@@ -47,6 +47,8 @@ class PeerEntry:
     sessions: int = 0  # inbound smtpd sessions
     tls_sessions: int = 0
     protocols: dict[str, int] = field(default_factory=dict)  # legacy protocol -> handshakes
+    # direction -> legacy handshakes: which setting breaks it, smtpd_ or smtp_tls_protocols
+    legacy_directions: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # failure reason -> failures
     last_protocol: str | None = None
     last_cipher: str | None = None
@@ -68,6 +70,7 @@ class PeerEntry:
             "sessions": self.sessions,
             "tls_sessions": self.tls_sessions,
             "legacy_protocols": dict(self.protocols),
+            "legacy_directions": dict(self.legacy_directions),
             "failure_reasons": dict(self.reasons),
             "last_protocol": self.last_protocol,
             "last_cipher": self.last_cipher,
@@ -89,6 +92,7 @@ class PeerEntry:
             sessions=int(data.get("sessions", 0)),
             tls_sessions=int(data.get("tls_sessions", 0)),
             protocols=dict(data.get("legacy_protocols", {})),
+            legacy_directions={k: int(v) for k, v in data.get("legacy_directions", {}).items()},
             reasons=dict(data.get("failure_reasons", {})),
             last_protocol=data.get("last_protocol"),
             last_cipher=data.get("last_cipher"),

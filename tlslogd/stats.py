@@ -193,6 +193,8 @@ class Stats:
             if peer is not None:
                 self.peers.count(peer, "legacy_protocol")
                 peer.protocols[ev.protocol] = peer.protocols.get(ev.protocol, 0) + 1
+                directions = peer.legacy_directions
+                directions[ev.direction] = directions.get(ev.direction, 0) + 1
                 peer.last_protocol, peer.last_cipher = ev.protocol, ev.cipher
 
     def _delivery(self, ev: Delivery) -> None:

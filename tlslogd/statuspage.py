@@ -490,6 +490,17 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
     )
 
 
+def _legacy_split(last_30d: Mapping[str, Any]) -> str:
+    """Which setting breaks whom: clients for smtpd_tls_protocols, servers for smtp_."""
+    parts = [
+        f'<span id="legacy-{d}"{_attrs(data_value=n)}>{_count(n)} {what}'
+        f"{'' if n == 1 else 's'}</span> (<code>{PROTOCOL_SETTINGS[d]}</code>)"
+        for d, what in (("inbound", "client"), ("outbound", "server"))
+        if (n := _int(last_30d.get(d)))
+    ]
+    return f"<p>Of them: {' and '.join(parts)}.</p>" if parts else ""
+
+
 def _counted_since(summary: Mapping[str, Any]) -> str:
     """Since when the figures count, in log time: the first event (a log read from its start
     is older than the state), else when the state was created."""
@@ -500,7 +511,10 @@ def _counted_since(summary: Mapping[str, Any]) -> str:
 def _legacy_card(summary: Mapping[str, Any]) -> str:
     totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
     peers = _int(summary.get("peers", {}).get("by_category", {}).get("legacy_protocol"))
-    recent = _int(summary.get("peers", {}).get("legacy_last_30d", peers))
+    last_30d = summary.get("peers", {}).get("legacy_last_30d")
+    if not isinstance(last_30d, Mapping):
+        last_30d = {"peers": peers}
+    recent = _int(last_30d.get("peers"))
     handshakes = _int(totals.get("tls_handshakes"))
     legacy = _int(totals.get("legacy_protocol_handshakes"))
     link = "/api/v1/peers?category=legacy_protocol"
@@ -527,7 +541,7 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
             f"use{'s' if recent == 1 else ''} them</p>"
             f"<p>Disabling TLSv1 and TLSv1.1 would break them: they used them in the last "
             f"{LEGACY_RECENT_DAYS} days of the log; {_count(legacy)} of {_count(handshakes)} "
-            f"handshakes since {since}.</p>"
+            f"handshakes since {since}.</p>{_legacy_split(last_30d)}"
         )
     elif known and not unknown:
         settings = "\n".join(f"{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2" for d in known)
@@ -655,7 +669,13 @@ def _peer_detail(category: str, peer: Mapping[str, Any]) -> str:
     found = peer.get("legacy_protocols" if category == "legacy_protocol" else "failure_reasons")
     if not isinstance(found, Mapping):
         return ""
-    return ", ".join(f"{_e(k)} ×{_int(n)}" for k, n in sorted(found.items(), key=lambda kv: kv[0]))
+    text = ", ".join(f"{_e(k)} ×{_int(n)}" for k, n in sorted(found.items(), key=lambda kv: kv[0]))
+    directions = peer.get("legacy_directions")
+    if category == "legacy_protocol" and isinstance(directions, Mapping) and directions:
+        text += " · " + " and ".join(
+            "as a client" if d == "inbound" else "as a server" for d in sorted(directions)
+        )
+    return text
 
 
 def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str, now: float) -> str:

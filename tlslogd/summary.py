@@ -184,13 +184,20 @@ def legacy_unknown(evidence: Mapping[str, str]) -> list[str]:
 LEGACY_RECENT_DAYS = 30
 
 
-def legacy_recent(stats: Stats) -> int:
+def legacy_recent(stats: Stats) -> dict[str, int]:
     """Peers whose last TLSv1/TLSv1.1/SSLv3 handshake is in the log's last 30 days: those a
-    protocol change would break now (a client on TLSv1.3 since then would not notice)."""
+    protocol change would break now (a client on TLSv1.3 since then would not notice); in all
+    and by the direction of their legacy handshakes (a peer can be both)."""
+    out = {"peers": 0, "inbound": 0, "outbound": 0}
     if stats.last_event_ts is None:
-        return 0
+        return out
     since = stats.last_event_ts - LEGACY_RECENT_DAYS * 86400
-    return len(stats.peers.query(category="legacy_protocol", since=since, limit=10**9))
+    for peer in stats.peers.query(category="legacy_protocol", since=since, limit=10**9):
+        out["peers"] += 1
+        for direction in peer.legacy_directions:
+            if direction in out:
+                out[direction] += 1
+    return out
 
 
 def durable(stats: Stats) -> dict[str, Any]:
