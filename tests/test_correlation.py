@@ -419,3 +419,30 @@ def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:
     pipe, _ = replay("".join(session[:-1]) + moved + session[-1])
     assert pipe.stats.totals["tls_failures"] == 0
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"implicit": 1}
+
+
+def test_a_dane_only_refusal_without_a_connection_is_one_policy_failure() -> None:
+    # Zuplu/postfix-tlspol#8: dane-only logs nothing before this deferral (relay=none)
+    pipe, _ = replay(sample_lines("wild-failures.log", "non DNSSEC destination"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"policy": 1}
+
+
+def test_a_server_that_offered_starttls_is_listed_whatever_became_of_the_message() -> None:
+    # a relay on 587 under a none policy that bounced the message: offered, not used
+    pipe, events = replay(wild_block("deliveries.log", "file id 56814097892"))
+    (delivery,) = deliveries(events)
+    assert (delivery.status, delivery.tls, delivery.offered) == ("bounced", "no", True)
+    assert [p.key for p in pipe.stats.peers.query(category="offered_not_used")] == [
+        "smtp.office365.com"
+    ]
+    assert pipe.stats.peers.query(category="plaintext_out") == []  # nothing was sent
+
+
+def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_servers() -> None:
+    # 2009 forum excerpt: the CA file does not load, then the queue-file note and the deferral
+    # repeat "our TLS engine is unavailable" for the relay it could not use TLS with
+    pipe, _ = replay(wild_block("failures.log", "file id 56773467987"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"engine": 1}
+    assert pipe.stats.peers.query(category="tls_failure") == []

@@ -175,6 +175,8 @@ _SEVERITY_WORDS: Final = frozenset(
 #   ... mx mail.info postfix/..., ... INFO    postfix/..   a facility.severity or severity column,
 #   <22>Nov  5 ...                                  a syslog priority left in the file,
 #   mail_1  | Nov  5 ...                            docker compose's service prefix,
+#   Aug 26 06:06:18 host mailu-smtp[840]: Aug 26 08:06:18 mail postfix/..  a container's
+#                                                   syslog line relayed whole by the host's,
 #   2023-12-04 19:58:45.426648751  mail.info: Dec  4 19:58:45 postfix/..  s6-log's time and
 #                                                   busybox syslogd's "facility.level:" (no host),
 #   2024-07-03T17:18:06.602684852Z Jul 03 ...      docker logs --timestamps before the stamp,
@@ -188,6 +190,8 @@ _SEVERITY_WORDS: Final = frozenset(
 _HEADER: Final = re.compile(
     rf"""
     (?:[^\s|]+\s+\|\s+)?
+    (?:[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s+\S+\s+[^\s\[\]]+\[\d+\]:\s+
+       (?=[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s))?
     (?:(?P<s6>\d{{4}}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+)\s+(?=[a-z0-9]+\.{_LEVEL}:\s))?
     (?:[a-z0-9]+\.{_LEVEL}:\s+)?
     (?:[^\s:|]+:(?=[A-Z][a-z]{{2}}\s|\d{{4}}-\d\d-\d\d[T\ ]))?
@@ -523,7 +527,7 @@ _STATUS_REASONS: Final = (
     ("TLS is required, but unavailable", "engine"),
     ("TLS is required but unavailable", "engine"),
     ("TLS is required, but not available", "engine"),
-    ("client TLS configuration problem", "engine"),
+    ("client TLS configuration problem", "policy"),
     ("Cannot start TLS", "handshake"),
     ("Server certificate not", "certificate"),
     ("Cannot verify server", "certificate"),

@@ -373,10 +373,19 @@ class Correlator:
             ev.tls = "no"
             ev.scope = None if ev.relay == "none" else "local"
             if ev.reason is not None:
-                entry = self._table.get((ev.host, ev.program, ev.pid))
+                key = (ev.host, ev.program, ev.pid)
+                entry = self._table.get(key)
                 if entry is not None and entry.failure is not None:
                     emit(merge_failure(entry.failure, self._delivery_failure(ev)))
                     entry.failure = None
+                elif (
+                    ev.reason == "policy"
+                    and ev.relay == "none"
+                    and not (ev.status_text or "").startswith("delivery temporarily suspended")
+                ):
+                    # a dane-only policy refusing a destination (non DNSSEC destination, no
+                    # TLSA records) logs nothing before this deferral: it is the failure
+                    emit(self._delivery_failure(ev))
             return
         # LMTP hands mail to a mailbox store (Dovecot, Zimbra's mailboxd), wherever it runs
         local = ev.service == "lmtp" or self._local_peer(ev.relay)
@@ -428,7 +437,9 @@ class Correlator:
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
         emit(ev)
         pending = entry.failure
-        if ev.reason is not None:
+        if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
+            entry.failure = None  # our TLS engine is off: counted once, and not the server's
+        elif ev.reason is not None:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):
                 failure = merge_failure(pending, failure)
@@ -470,8 +481,10 @@ class Correlator:
             self._engine_down.add(key)
             emit(ev)
             return
-        if key in self._engine_down and ev.source in ("lost", "ssl_error", "library"):
-            return  # STARTTLS failed because our TLS engine is off: already counted as such
+        if key in self._engine_down and (
+            ev.source in ("lost", "ssl_error", "library") or ev.reason == "engine"
+        ):
+            return  # TLS failed because our TLS engine is off: already counted as such
         entry = self._entry(ev, emit)
         if entry.started and ev.source == "library" and tag_cut(ev.program):
             # the library problem of an smtpd session, not of a client

@@ -242,9 +242,10 @@ class Stats:
         if ev.tls == "yes":
             peer.tls_deliveries += 1
             peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
-        elif ev.tls == "no" and sent:
-            self.peers.count(peer, "plaintext_out")
-            if ev.offered:
+        elif ev.tls == "no":
+            if sent:
+                self.peers.count(peer, "plaintext_out")
+            if ev.offered:  # a bounce or deferral talked to it in plaintext just the same
                 self.peers.count(peer, "offered_not_used")
 
     def _session(self, ev: SessionEnd) -> None:
