@@ -920,3 +920,21 @@ def test_two_rotations_while_stopped_read_every_file_in_order(
 
     second = make(log, position=chunk.position)
     assert drain(second) == lines(3) + lines(4, prefix="middle") + lines(5, prefix="new")
+
+
+def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(make: Factory, log: Path) -> None:
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None and chunk.data == lines(1, 2)
+    first.close()
+
+    append(log, lines(3, 4))  # written while tlslogd is not running, then rotated by copying
+    shutil.copy(log, log.with_name("mail.log.1"))
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, lines(5, prefix="new"))
+
+    second = make(log, position=chunk.position)
+    assert drain(second) == lines(3, 4) + lines(5, prefix="new")
+    assert second.counters()["rotations"]["truncate"] == 1

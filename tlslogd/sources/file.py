@@ -588,10 +588,15 @@ class FileSource:
             tail.seek(saved.offset)
             return
         self._rotations["truncate"] += 1
+        copy = self._copy_of(saved) if self._saved_draining is None else None
+        if copy is not None:  # copytruncate while tlslogd was not running
+            copy.deadline = self._clock()
+            self._draining = copy
         self._log.warning(
-            "%s was truncated or rewritten while tlslogd was not running; reading it from the "
-            "start",
+            "%s was truncated or rewritten while tlslogd was not running; reading %sit from "
+            "the start",
             self._path,
+            f"the rest of its copy {copy.path}, then " if copy is not None else "",
         )
 
     def _find(self, mark: _Mark) -> _Tail | None:
@@ -873,6 +878,8 @@ class FileSource:
             return False
         copy = self._copy_of(tail)
         if copy is not None:
+            tail.pending.clear()  # the copy holds the unfinished line whole
+            tail.overlong = False
             # copytruncate: what was written after the last read is in the copy only
             if self._draining is not None:
                 out.append(self._finish(self._draining))
@@ -890,10 +897,11 @@ class FileSource:
         )
         return True
 
-    def _copy_of(self, tail: _Tail) -> _Tail | None:
-        """The copy logrotate's copytruncate made of ``tail`` before truncating it: a rotated
-        file next to the log that starts with the same first line and reaches past the last
-        line read; positioned there (at the start of the unfinished line)."""
+    def _copy_of(self, tail: _Tail | _Mark) -> _Tail | None:
+        """The copy logrotate's copytruncate made of ``tail`` (an open file, or a saved
+        position's) before truncating it: a rotated file next to the log that starts with the
+        same first line and reaches past the last line read; positioned there (at the start of
+        the unfinished line)."""
         if not tail.head_len:
             return None
         try:
@@ -920,8 +928,6 @@ class FileSource:
                 found = False
             if found:
                 copy.seek(tail.offset)
-                tail.pending.clear()
-                tail.overlong = False
                 return copy
             _close_fd(copy.fd)
         return None
