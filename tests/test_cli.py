@@ -299,3 +299,10 @@ def test_report_says_why_many_deliveries_are_unknown() -> None:
     ) in table.splitlines()
     full = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout
     assert "TLS use unknown" not in full
+
+
+def test_report_period_covers_events_that_count_nothing() -> None:
+    # tlsproxy's lines alone (the smtp clients repeat its handshakes): no count, a period
+    proxy = "".join(line for line in LAB.splitlines(keepends=True) if "postfix/tlsproxy" in line)
+    head = tlslogd("report", "-", stdin=proxy).stdout.splitlines()[0]
+    assert "; events from 2026-11-25T20:06:" in head

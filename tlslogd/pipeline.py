@@ -45,6 +45,7 @@ class Pipeline:
         events = unrecognised = 0
         feed = self.correlator.feed
         emit = self._emit()
+        first = last = None
         for ev in self.parser.scan(text, with_lines=sink is not None):
             if type(ev) is Unrecognised:
                 unrecognised += 1
@@ -54,9 +55,16 @@ class Pipeline:
                     sink(ev)
                 continue
             events += 1
+            if first is None:
+                first = ev
+            last = ev
             feed(ev, emit)
             if sink is not None:
                 sink(ev)
+        if first is not None and last is not None and self.since is None and self.until is None:
+            # the period the log covers, also when no event of it counted (relay=none
+            # deliveries, tlsproxy lines only)
+            self.stats.saw(first.ts, last.ts)
         # rsyslog's "message repeated N times" makes N events of one line
         self.stats.add_lines(lines, min(events, lines - unrecognised), unrecognised)
         return lines

@@ -143,6 +143,13 @@ class Stats:
         self.totals["events"] += events
         self.totals["unrecognised_lines"] += unrecognised
 
+    def saw(self, first: float | None, last: float | None) -> None:
+        """The log times of a chunk's first and last events."""
+        if first is not None and self.first_event_ts is None:
+            self.first_event_ts = first
+        if last is not None and (self.last_event_ts is None or last > self.last_event_ts):
+            self.last_event_ts = last
+
     def add(self, outcome: Event) -> None:
         ts = outcome.ts
         if ts is not None and (self.last_event_ts is None or ts > self.last_event_ts):
