@@ -446,3 +446,35 @@ def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_ser
     pipe.finish()
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
     assert pipe.stats.peers.query(category="tls_failure") == []
+
+
+def test_before_postfix_3_a_session_without_a_handshake_did_not_use_tls() -> None:
+    """No command counters before Postfix 3.0: where the smtpd instance logs its handshakes, a
+    whole session without one is a session without TLS, as its message is."""
+    _, events = replay(wild_block("sessions.log", "file id 4698961437"))
+    ends = [e.starttls for e in events if isinstance(e, SessionEnd)]
+    assert ends == ["used", "used", "used", "not_used"]
+    received = [e.tls for e in events if isinstance(e, MessageReceived)]
+    assert received == ["yes", "yes", "no"]
+
+
+def test_a_lost_connection_after_starttls_of_a_session_before_the_log_is_unknown() -> None:
+    """The excerpt begins with the end of a session whose handshake is not in it: unknown, no
+    failure; the next session of the same process logged its handshake and used TLS."""
+    pipe, events = replay(wild_block("sessions.log", "file id 57174686511"))
+    pipe.finish()
+    assert [e.starttls for e in events if isinstance(e, SessionEnd)] == ["unknown", "used"]
+    assert pipe.stats.totals["tls_failures"] == 0
+
+
+def test_a_library_problem_after_the_handshake_names_the_peer_of_the_handshake() -> None:
+    """2012 forum excerpt (copy stored as file id 56704989151): a bad record MAC right after
+    the handshake, the poster's lines without the disconnect: the failure names the client."""
+    text = "".join(
+        line
+        for line in wild_block("failures.log", "file id 56704989151").splitlines(True)
+        if "[1366]" in line
+    )
+    pipe, _ = replay(text)
+    pipe.finish()
+    assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["209.85.213.47"]

@@ -675,8 +675,8 @@ class Parser:
         sessions or deliveries are unrecognised, counted and sample-logged, not ignored."""
         done = 0
         for m in _BODY.finditer(text):
-            if m.start() < done:
-                continue  # one per line
+            if m.start() < done or (m.start() and text[m.start() - 1].isalnum()):
+                continue  # one per line; and not "connect from" inside "Disconnect from"
             start = text.rfind("\n", 0, m.start()) + 1
             end = text.find("\n", m.start())
             end = end if end >= 0 else len(text)

@@ -486,6 +486,8 @@ class Correlator:
         ):
             return  # TLS failed because our TLS engine is off: already counted as such
         entry = self._entry(ev, emit)
+        if ev.peer is None and entry.tls is not None:
+            ev.peer = entry.tls.peer  # the library problem of this process's TLS peer
         if entry.started and ev.source == "library" and tag_cut(ev.program):
             # the library problem of an smtpd session, not of a client
             ev.direction = INBOUND
@@ -655,12 +657,24 @@ class Correlator:
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
         elif starttls is not None:
             ev.starttls = "used" if starttls[0] > 0 else "failed"
+        elif (
+            failure is not None
+            and failure.source == "lost"
+            and (entry is None or not entry.started)
+        ):
+            # "lost connection after STARTTLS" of a session that began before the log: its
+            # handshake may well be in the part not read
+            ev.starttls = "unknown"
+            failure = None
         elif failure is not None:
             ev.starttls = "failed"  # e.g. a wrapper-mode (smtps) handshake failure
         elif entry is None or not entry.started:
             ev.starttls = "unknown"  # the session began before tlslogd was reading
         elif not modern:
-            ev.starttls = "unknown"  # Postfix 2.x logs no command counters
+            # Postfix 2.x logs no command counters: where this smtpd instance logs its
+            # handshakes, a whole session without one did not use TLS (EHLO or not)
+            logged = (ev.host, _instance(ev.program), INBOUND) in self._logging_tls
+            ev.starttls = "not_used" if logged else "unknown"
         elif _wrapper_named(ev.program) and (
             (ev.host, _instance(ev.program), INBOUND) not in self._logging_tls
         ):
