@@ -692,7 +692,8 @@ def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str,
             extra = f"<small>{_e(', '.join(str(a) for a in addrs))}</small>" if addrs else ""
             trs.append(
                 f"<tr{_attrs(data_peer=name, data_count=count)}>"
-                f'<th scope="row" class="peer">{_e(name)}{extra}</th>'
+                # long host names wrap after a dot, not in the middle of a label
+                f'<th scope="row" class="peer">{_e(name).replace(".", ".<wbr>")}{extra}</th>'
                 + _cell("domain", _e(peer.get("domain") or "–"))
                 + _cell("events", _count(count), class_="n", data_value=count)
                 + _cell("detail", _peer_detail(category, peer))
