@@ -246,6 +246,7 @@ def test_a_lab_on_loopback_is_told_how_to_count_its_peers(tmp_path: Path) -> Non
     page = Page(render_status(summary, peers))
     assert page.value("outbound-local") == 49
     assert page.value("inbound-local") == 56
+    assert page.value("messages-local") == summary["adoption"]["inbound"]["messages_local"] > 0
     html = render_status(summary, peers)
     assert html.count("set <code>local_networks = []</code>") == 2
     assert "local_networks = []" not in render_status(*build(tmp_path / "r", LAB_TEXT))

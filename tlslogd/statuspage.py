@@ -481,12 +481,15 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
     other = sum(_int(n) for k, n in messages.items() if k not in ("yes", "no"))
     if other:
         rows.append(("unknown", other, "messages-unknown"))
+    local = _int(inb.get("messages_local"))
     return (
         '<section class="kpi" aria-labelledby="h-messages">'
         '<h2 id="h-messages">Inbound messages over TLS</h2>'
         f'<div class="big" id="messages-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
         f'{_meter(pct)}<p class="note">Queued by smtpd since {started}.</p>'
-        f"{_dl(rows, bad=('messages-plaintext',))}</section>"
+        f"{_dl(rows, bad=('messages-plaintext',))}"
+        f'<p class="note">Not counted: <span id="messages-local"'
+        f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients.</p></section>"
     )
 
 
