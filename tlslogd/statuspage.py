@@ -219,12 +219,18 @@ table.stack td::before{content:attr(data-label);color:var(--muted);text-align:le
 table.stack .ago{display:inline}}
 """
 
-# Refetch the page and swap the body; on failure keep the last figures and say so.
+# Refetch the page and swap the body; on failure keep the last figures and say so. The focused
+# link keeps the focus, and an alert whose text did not change is not announced again.
 _SCRIPT: Final = f"""
 setInterval(async()=>{{if(document.hidden)return;try{{
 const r=await fetch(location.href,{{cache:"no-store"}});if(!r.ok)throw new Error(r.status);
 const d=new DOMParser().parseFromString(await r.text(),"text/html");
+for(const a of d.querySelectorAll("[role=alert][id]")){{const o=document.getElementById(a.id);
+if(o&&o.textContent===a.textContent)a.removeAttribute("role");}}
+const f=document.activeElement,h=f&&f!==document.body?(f.id||f.getAttribute("href")):null;
 document.body.replaceWith(d.body);document.title=d.title;
+if(h){{const n=document.getElementById(h)||document.querySelector(`[href="${{CSS.escape(h)}}"]`);
+if(n)n.focus();}}
 }}catch(e){{const b=document.getElementById("banner-offline");if(b)b.hidden=false;}}
 }},{REFRESH_SECONDS * 1000});
 """
