@@ -302,6 +302,8 @@ def test_lab_has_no_legacy_protocols_nobody_safe_to_disable(
     verdict = page.by_id("legacy-verdict")
     assert verdict.attrs["data-state"] == "safe"
     assert verdict.text() == "Nobody — safe to disable"
+    # the lab already refuses TLSv1/TLSv1.1: the clients that offered only those failed
+    assert page.value("legacy-protocol-failures") == 3
     assert page.value("legacy-peers") == 0
     assert page.find("a", href="/api/v1/peers?category=legacy_protocol")
     assert not page.find("tr", class_="legacy")

@@ -477,6 +477,7 @@ def report_data(stats: Stats, top: int) -> dict[str, Any]:
         "adoption": summary.adoption(stats),
         "handshakes": {label: summary.census(stats, label) for label in summary.CENSUS_LABELS},
         "handshake_evidence": summary.handshake_evidence(stats.totals),
+        "protocol_failure_peers": summary.protocol_failure_peers(stats),
         "failures": summary.failures(stats),
         "inbound_by_program": summary.by_program(stats),
         "peers": summary.peers(stats, limit=top),
@@ -622,6 +623,13 @@ def render_table(data: dict[str, Any]) -> str:
         said = []
         if category == "legacy_protocol":
             said = summary.legacy_unknown(evidence) if rows else summary.legacy_verdict(evidence)
+            if n := data["protocol_failure_peers"]:
+                said = [
+                    *said,
+                    f"{n} peer{'' if n == 1 else 's'} failed TLS on the protocol version: the "
+                    "current settings may already refuse what they need (Peers with TLS "
+                    "failures, reason protocol)",
+                ]
         for sentence in said or ([] if rows else ["none"]):
             add(f"  {sentence}")
         if not rows:

@@ -284,6 +284,7 @@ class Daemon:
                 "tracked": len(stats.peers),
                 "by_category": {c: having for c, (_, _, having) in stats.peers.top(0).items()},
                 "legacy_last_30d": summary.legacy_recent(stats),  # peers, inbound, outbound
+                "protocol_failures": summary.protocol_failure_peers(stats),
             },
             "config_checks": [{"check": c, "status": s} for c, s in self._config_checks],
         }

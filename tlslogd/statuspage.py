@@ -577,6 +577,14 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
             '<p class="verdict" id="legacy-verdict" data-state="no-data">No handshakes yet</p>'
             "<p>The answer appears after the first TLS handshakes.</p>"
         )
+    failed = _int(summary.get("peers", {}).get("protocol_failures"))
+    if failed:
+        verdict += (
+            f'<p id="legacy-protocol-failures"{_attrs(data_value=failed)}>'
+            f'<a href="/api/v1/peers?category=tls_failure">{_count(failed)} '
+            f"peer{'' if failed == 1 else 's'}</a> failed TLS on the protocol version: the "
+            "current settings may already refuse what they need.</p>"
+        )
     if peers and not recent:
         verdict += (
             f'<p id="legacy-earlier">{_count(peers)} peer{"" if peers == 1 else "s"} used them '

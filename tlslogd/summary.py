@@ -200,6 +200,13 @@ def legacy_recent(stats: Stats) -> dict[str, int]:
     return out
 
 
+def protocol_failure_peers(stats: Stats) -> int:
+    """Peers whose TLS failed on the protocol version (``unsupported protocol``, ``version too
+    low``): the current protocol settings may already refuse what they need, TLSv1/TLSv1.1 for
+    an old client, so "who breaks" has already happened to them."""
+    return sum(1 for peer in stats.peers if peer.reasons.get("protocol"))
+
+
 def durable(stats: Stats) -> dict[str, Any]:
     """The durable side: totals and censuses since the state was created."""
     return {
