@@ -590,8 +590,7 @@ class FileSource:
         self._rotations["truncate"] += 1
         copy = self._copy_of(saved) if self._saved_draining is None else None
         if copy is not None:  # copytruncate while tlslogd was not running
-            copy.deadline = self._clock()
-            self._draining = copy
+            self._drain(copy, [], 0.0)
         self._log.warning(
             "%s was truncated or rewritten while tlslogd was not running; reading %sit from "
             "the start",
@@ -601,28 +600,58 @@ class FileSource:
 
     def _find(self, mark: _Mark) -> _Tail | None:
         """The file of ``mark`` in the log's directory, positioned at its offset."""
-        for entry_path in self._same_inode(mark.dev, mark.ino):
+        tail = self._open_holding(self._same_inode(mark.dev, mark.ino), mark, same_file=True)
+        if tail is None:
+            self._log.warning(
+                "cannot find %s (inode %d) any more, it was probably compressed or deleted: "
+                "lines may have been lost between offset %d and the end of the old file",
+                mark.path,
+                mark.ino,
+                mark.offset,
+            )
+        return tail
+
+    def _copy_of(self, mark: _Mark) -> _Tail | None:
+        """The copy logrotate's copytruncate made of ``mark``'s file before truncating it: a
+        rotated file next to the log that starts with the same first line and reaches past the
+        last line read; positioned there (at the start of the unfinished line)."""
+        if not mark.head_len:
+            return None
+        paths = [e.path for e in self._siblings() if not e.name.endswith(_COMPRESSED)]
+        return self._open_holding(paths, mark, same_file=False)
+
+    def _open_holding(self, paths: list[str], mark: _Mark, *, same_file: bool) -> _Tail | None:
+        """The first of ``paths`` that holds ``mark``'s first line and reaches its offset (the
+        same file, or else another one: a copy), opened and positioned there."""
+        for path in paths:
             try:
-                tail = self._open(entry_path)
+                tail = self._open(path)
             except OSError:
                 continue
             try:
-                found = _is_file(tail, mark) and os.fstat(tail.fd).st_size >= mark.offset
-                found = found and _head_matches(tail.fd, mark.head, mark.head_len)
+                found = (
+                    _is_file(tail, mark) == same_file
+                    and os.fstat(tail.fd).st_size >= mark.offset
+                    and _head_matches(tail.fd, mark.head, mark.head_len)
+                )
             except OSError:
                 found = False
             if found:
                 tail.seek(mark.offset)
                 return tail
             _close_fd(tail.fd)
-        self._log.warning(
-            "cannot find %s (inode %d) any more, it was probably compressed or deleted: lines may "
-            "have been lost between offset %d and the end of the old file",
-            mark.path,
-            mark.ino,
-            mark.offset,
-        )
         return None
+
+    def _siblings(self) -> list[os.DirEntry[str]]:
+        """Rotated copies of the log next to it: ``mail.log.1``, ``mail.log-20251126.gz``."""
+        try:
+            with os.scandir(self._dir) as entries:
+                return [
+                    e for e in entries if e.name != self._name and e.name.startswith(self._name)
+                ]
+        except OSError as exc:
+            self._log.warning("cannot list %s: %s", self._dir, exc.strerror or exc)
+            return []
 
     def _rotated_since(
         self, since: float | None, skip: tuple[_Tail | _Mark | None, ...]
@@ -635,22 +664,15 @@ class FileSource:
             return []
         skipped = {(s.dev, s.ino) for s in skip if s is not None}
         found: list[tuple[float, str]] = []
-        try:
-            with os.scandir(self._dir) as entries:
-                for entry in entries:
-                    if entry.name == self._name or not entry.name.startswith(self._name):
-                        continue
-                    with contextlib.suppress(OSError):
-                        st = entry.stat(follow_symlinks=False)
-                        if (
-                            stat.S_ISREG(st.st_mode)
-                            and st.st_mtime > since
-                            and (st.st_dev, st.st_ino) not in skipped
-                        ):
-                            found.append((st.st_mtime, entry.path))
-        except OSError as exc:
-            self._log.warning("cannot list %s: %s", self._dir, exc.strerror or exc)
-            return []
+        for entry in self._siblings():
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if (
+                    stat.S_ISREG(st.st_mode)
+                    and st.st_mtime > since
+                    and (st.st_dev, st.st_ino) not in skipped
+                ):
+                    found.append((st.st_mtime, entry.path))
         found.sort()
         packed = [p for _, p in found if p.endswith(_COMPRESSED)]
         if packed:
@@ -876,15 +898,12 @@ class FileSource:
     def _check_truncation(self, tail: _Tail, size: int, out: list[bytes]) -> bool:
         if size >= tail.read_pos and _head_matches(tail.fd, tail.head, tail.head_len):
             return False
-        copy = self._copy_of(tail)
+        copy = self._copy_of(tail.mark())
         if copy is not None:
             tail.pending.clear()  # the copy holds the unfinished line whole
             tail.overlong = False
             # copytruncate: what was written after the last read is in the copy only
-            if self._draining is not None:
-                out.append(self._finish(self._draining))
-            copy.deadline = self._clock()
-            self._draining = copy
+            self._drain(copy, out, 0.0)
         elif tail.pending or tail.overlong:
             out.append(self._take_pending(tail))
         tail.seek(0)
@@ -897,48 +916,18 @@ class FileSource:
         )
         return True
 
-    def _copy_of(self, tail: _Tail | _Mark) -> _Tail | None:
-        """The copy logrotate's copytruncate made of ``tail`` (an open file, or a saved
-        position's) before truncating it: a rotated file next to the log that starts with the
-        same first line and reaches past the last line read; positioned there (at the start of
-        the unfinished line)."""
-        if not tail.head_len:
-            return None
-        try:
-            entries = [
-                e.path
-                for e in os.scandir(self._dir)
-                if e.name != self._name
-                and e.name.startswith(self._name)
-                and not e.name.endswith(_COMPRESSED)
-            ]
-        except OSError:
-            return None
-        for path in entries:
-            try:
-                copy = self._open(path)
-            except OSError:
-                continue
-            try:
-                found = (copy.dev, copy.ino) != (tail.dev, tail.ino) and (
-                    os.fstat(copy.fd).st_size >= tail.offset
-                    and _head_matches(copy.fd, tail.head, tail.head_len)
-                )
-            except OSError:
-                found = False
-            if found:
-                copy.seek(tail.offset)
-                return copy
-            _close_fd(copy.fd)
-        return None
+    def _drain(self, tail: _Tail, out: list[bytes], grace: float) -> None:
+        """Read ``tail`` to its end before the file at the path, and for ``grace`` seconds more
+        (a syslog daemon may still write to it); one such file at a time."""
+        if self._draining is not None:
+            out.append(self._finish(self._draining))
+        tail.deadline = self._clock() + grace
+        self._draining = tail
 
     def _deleted(self, tail: _Tail, out: list[bytes]) -> None:
         """The file has no name any more (deleted, or compressed by the rotation), but is still
         open: read what it holds, as after a rename, while waiting for the path again."""
-        if self._draining is not None:
-            out.append(self._finish(self._draining))
-        tail.deadline = self._clock() + self._grace
-        self._draining = tail
+        self._drain(tail, out, self._grace)
         self._current = None
         self._quiet_until = self._clock() + self._grace
         self._rotations["delete"] += 1
@@ -949,13 +938,10 @@ class FileSource:
         )
 
     def _renamed(self, tail: _Tail, out: list[bytes]) -> None:
-        if self._draining is not None:
-            out.append(self._finish(self._draining))
         names = self._same_inode(tail.dev, tail.ino)
         if names:
             tail.path = names[0]
-        tail.deadline = self._clock() + self._grace
-        self._draining = tail
+        self._drain(tail, out, self._grace)
         self._current = None
         self._rotations["rename"] += 1
         self._log.info(
