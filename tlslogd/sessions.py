@@ -279,6 +279,12 @@ class Correlator:
     def _tls(self, ev: TlsEstablished, emit: Emit) -> None:
         if self._proxy_connects:
             self._proxy_handshake(ev)
+        if ev.service != "tlsproxy":  # tlsproxy's copies: the smtp client or smtpd logs its own
+            # this instance logs its handshakes, and this process's TLS engine works
+            if len(self._logging_tls) >= 1024:
+                self._logging_tls.clear()
+            self._logging_tls.add((ev.host, _instance(ev.program), ev.direction))
+            self._engine_down.discard((ev.host, ev.program, ev.pid))
         if ev.direction == OUTBOUND:
             self._outbound_tls(ev, emit)
         else:
@@ -339,7 +345,6 @@ class Correlator:
     def _outbound_tls(self, ev: TlsEstablished, emit: Emit) -> None:
         if ev.service == "tlsproxy":
             return  # the smtp process that asked for this connection logs it again
-        self._engine_down.discard((ev.host, ev.program, ev.pid))
         entry = self._entry(ev, emit)
         pending = entry.failure
         if pending is not None and not (
@@ -350,7 +355,6 @@ class Correlator:
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
         entry.tls_qid = None
         entry.offered = None
-        self._logs_tls(ev)
         if not ev.reused:
             emit(ev)
 
@@ -421,7 +425,7 @@ class Correlator:
             window is not None
             and self.stream_start is not None
             and window >= self.stream_start
-            and (ev.host, _instance(ev.program), OUTBOUND) in self._logging_tls
+            and self._logs_tls(ev, OUTBOUND)
         ):
             # Postfix logs nothing for a server without STARTTLS -- but neither does it for any
             # handshake at smtp_tls_loglevel = 0, nor does a log filtered with grep: only an
@@ -551,10 +555,10 @@ class Correlator:
         local = entry.local if entry is not None and entry.started else self._local_peer(peer)
         return "local" if local else "remote"
 
-    def _logs_tls(self, ev: TlsEstablished) -> None:
-        if len(self._logging_tls) >= 1024:
-            self._logging_tls.clear()
-        self._logging_tls.add((ev.host, _instance(ev.program), ev.direction))
+    def _logs_tls(self, ev: Event, direction: str) -> bool:
+        """Whether ``ev``'s Postfix instance was seen logging a handshake in ``direction``: only
+        then is the absence of one evidence (its TLS loglevel is at least 1)."""
+        return (ev.host, _instance(ev.program), direction) in self._logging_tls
 
     def _proxy_connection(self, ev: TlsproxyConnection, emit: Emit) -> None:
         """With a syslog tag cut to ``postfix`` (rsyslog's RFC 5424 APP-NAME), tlsproxy's
@@ -605,8 +609,6 @@ class Correlator:
         emit(ev)
         if ev.service == "tlsproxy":
             return  # postscreen's STARTTLS session: no smtpd session to attach it to
-        self._logs_tls(ev)
-        self._engine_down.discard((ev.host, ev.program, ev.pid))
         entry = self._entry(ev, emit)
         entry.tls = TlsInfo(ev.peer, ev.ts, ev.trust, ev.protocol, ev.cipher)
 
@@ -637,7 +639,7 @@ class Correlator:
             ev.tls = "yes"
         elif not entry.started:
             ev.tls = "unknown"
-        elif (ev.host, _instance(ev.program), INBOUND) in self._logging_tls:
+        elif self._logs_tls(ev, INBOUND):
             ev.tls = "no"  # this instance logs its handshakes, and the session had none
         elif _wait(entry.held, ev):
             # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
@@ -673,11 +675,8 @@ class Correlator:
         elif not modern:
             # Postfix 2.x logs no command counters: where this smtpd instance logs its
             # handshakes, a whole session without one did not use TLS (EHLO or not)
-            logged = (ev.host, _instance(ev.program), INBOUND) in self._logging_tls
-            ev.starttls = "not_used" if logged else "unknown"
-        elif _wrapper_named(ev.program) and (
-            (ev.host, _instance(ev.program), INBOUND) not in self._logging_tls
-        ):
+            ev.starttls = "not_used" if self._logs_tls(ev, INBOUND) else "unknown"
+        elif _wrapper_named(ev.program) and not self._logs_tls(ev, INBOUND):
             # implicit TLS from the first byte, and with smtpd_tls_loglevel = 0 no line says so
             ev.starttls = "unknown"
         elif ev.counter("ehlo") is not None:
