@@ -62,8 +62,8 @@ class Pipeline:
             if sink is not None:
                 sink(ev)
         if first is not None and last is not None and self.since is None and self.until is None:
-            # the period the log covers, also when no event of it counted (relay=none
-            # deliveries, tlsproxy lines only)
+            # the period the log covers, also where no event counted (relay=none deliveries,
+            # tlsproxy lines only): once a chunk, not once an outcome
             self.stats.saw(first.ts, last.ts)
         # rsyslog's "message repeated N times" makes N events of one line
         self.stats.add_lines(lines, min(events, lines - unrecognised), unrecognised)
@@ -84,4 +84,5 @@ class Pipeline:
             or (self.until is not None and ts >= self.until)
         ):
             return
+        self.stats.saw(ts, ts)  # a window's period is that of the outcomes it counted
         self.stats.add(outcome)

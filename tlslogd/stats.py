@@ -144,18 +144,14 @@ class Stats:
         self.totals["unrecognised_lines"] += unrecognised
 
     def saw(self, first: float | None, last: float | None) -> None:
-        """The log times of a chunk's first and last events."""
+        """The log period read so far grows by these log times (a chunk's first and last
+        events; with a report's window, each counted outcome's)."""
         if first is not None and self.first_event_ts is None:
             self.first_event_ts = first
         if last is not None and (self.last_event_ts is None or last > self.last_event_ts):
             self.last_event_ts = last
 
     def add(self, outcome: Event) -> None:
-        ts = outcome.ts
-        if ts is not None and (self.last_event_ts is None or ts > self.last_event_ts):
-            self.last_event_ts = ts
-            if self.first_event_ts is None:
-                self.first_event_ts = ts
         handler = self._dispatch.get(type(outcome))
         if handler is not None:
             handler(outcome)
