@@ -407,12 +407,12 @@ def _census(
     )
 
 
-def _unknown_note(direction: str, unknown: int, total: int, totals: Mapping[str, int]) -> str:
-    note = unknown_note(direction, unknown, total, handshake_evidence(totals))
+def _unknown_note(direction: str, unknown: int, total: int, evidence: Mapping[str, str]) -> str:
+    note = unknown_note(direction, unknown, total, evidence)
     return f'<p class="note" id="{direction}-unknown-note">{_e(note)}.</p>' if note else ""
 
 
-def _outbound_card(out: Mapping[str, Any], started: str, totals: Mapping[str, int]) -> str:
+def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, str]) -> str:
     sent = out.get("sent_remote", {})
     pct = out.get("tls_percent")
     yes, no, unknown = _int(sent.get("yes")), _int(sent.get("no")), _int(sent.get("unknown"))
@@ -433,7 +433,7 @@ def _outbound_card(out: Mapping[str, Any], started: str, totals: Mapping[str, in
         f"</div>{_meter(pct)}"
         f'<p class="note">Sent to remote servers since {started}.</p>'
         f"{_dl(rows, bad=('outbound-plaintext', 'outbound-offered-plaintext'))}"
-        f"{_unknown_note('outbound', unknown, yes + no + unknown, totals)}"
+        f"{_unknown_note('outbound', unknown, yes + no + unknown, evidence)}"
         f'<p class="note">Not counted: <span id="outbound-local"'
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
@@ -443,7 +443,7 @@ def _outbound_card(out: Mapping[str, Any], started: str, totals: Mapping[str, in
     )
 
 
-def _inbound_card(inb: Mapping[str, Any], started: str, totals: Mapping[str, int]) -> str:
+def _inbound_card(inb: Mapping[str, Any], started: str, evidence: Mapping[str, str]) -> str:
     sessions = inb.get("sessions", {})
     pct = inb.get("tls_session_percent")
     rows = [(label, _int(sessions.get(k)), f"inbound-{k}") for k, label in _SESSIONS]
@@ -458,7 +458,7 @@ def _inbound_card(inb: Mapping[str, Any], started: str, totals: Mapping[str, int
         f'<div class="big" id="inbound-tls-percent"{_attrs(data_value=pct)}>{_pct(pct)}</div>'
         f'{_meter(pct)}<p class="note">smtpd sessions since {started}.</p>'
         f"{_dl(rows, bad=('inbound-not_used', 'inbound-failed'))}"
-        f"{_unknown_note('inbound', _int(sessions.get('unknown')), total, totals)}"
+        f"{_unknown_note('inbound', _int(sessions.get('unknown')), total, evidence)}"
         f'<p class="note">Not counted: {uncounted}, <span id="inbound-local"'
         f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients.</p>"
         f"{_all_local_hint(local, total, 'clients')}"
@@ -517,8 +517,9 @@ def _counted_since(summary: Mapping[str, Any]) -> str:
     return _when(durable.get("first_event") or durable.get("since") or summary.get("since"))
 
 
-def _legacy_card(summary: Mapping[str, Any]) -> str:
-    totals = summary.get("durable", {}).get("totals") or summary.get("totals", {})
+def _legacy_card(
+    summary: Mapping[str, Any], totals: Mapping[str, Any], evidence: Mapping[str, str]
+) -> str:
     peers = _int(summary.get("peers", {}).get("by_category", {}).get("legacy_protocol"))
     last_30d = summary.get("peers", {}).get("legacy_last_30d")
     if not isinstance(last_30d, Mapping):
@@ -529,7 +530,6 @@ def _legacy_card(summary: Mapping[str, Any]) -> str:
     link = "/api/v1/peers?category=legacy_protocol"
     since = _counted_since(summary)
     last = _timestamp(summary.get("durable", {}).get("last_event"))
-    evidence = handshake_evidence(totals)
     known = [d for d, e in evidence.items() if e == "logged"]
     unknown = [d for d, e in evidence.items() if e == "not_logged"]
     if legacy:
@@ -922,10 +922,10 @@ def render_status(
         updated:%Y-%m-%d %H:%M:%S %Z}</time> · refreshes every {REFRESH_SECONDS} s</p></header>
 {_banners(summary, state, idle)}
 <main>
-{_outbound_card(adoption.get("outbound", {}), since, totals)}
-{_inbound_card(adoption.get("inbound", {}), since, totals)}
+{_outbound_card(adoption.get("outbound", {}), since, evidence)}
+{_inbound_card(adoption.get("inbound", {}), since, evidence)}
 {_messages_card(adoption.get("inbound", {}), since)}
-{_legacy_card(summary)}
+{_legacy_card(summary, totals, evidence)}
 {_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note, evidence)}
 {_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note, evidence)}
 {_census("cipher", "Ciphers", handshakes.get("cipher", {}), census_note, evidence, "w4")}
