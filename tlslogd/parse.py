@@ -543,14 +543,14 @@ _STATUS_REASONS: Final = (
 )
 
 
+# a word every needle above contains one of: most status texts have none and stop here
+_STATUS_HINTS: Final = ("TLS", "certificate", "DNSSEC", "RRset", "verify")
+assert all(any(h in needle for h in _STATUS_HINTS) for needle, _ in _STATUS_REASONS)
+
+
 def status_reason(text: str | None) -> str | None:
     """Failure reason when a delivery's status text is a TLS failure, else None."""
-    if not text or (
-        "TLS" not in text
-        and "certificate" not in text
-        and "DNSSEC" not in text
-        and "RRset" not in text
-    ):
+    if not text or not any(hint in text for hint in _STATUS_HINTS):
         return None
     for needle, reason in _STATUS_REASONS:
         if needle in text:
@@ -674,16 +674,13 @@ class Parser:
         log viewer): no line can be given to a process, but those that say something about TLS,
         sessions or deliveries are unrecognised, counted and sample-logged, not ignored."""
         done = 0
+        find = text.find
         for m in _BODY.finditer(text):
             if m.start() < done or (m.start() and text[m.start() - 1].isalnum()):
                 continue  # one per line; and not "connect from" inside "Disconnect from"
-            start = text.rfind("\n", 0, m.start()) + 1
-            end = text.find("\n", m.start())
-            end = end if end >= 0 else len(text)
-            ev = Unrecognised(None, "", "", None, None)
-            ev.line = text[start:end][:2000]
-            done = end
-            yield ev
+            end = find("\n", m.start())
+            done = end if end >= 0 else len(text)
+            yield Parser._unrecognised(text, text.rfind("\n", 0, m.start()) + 1, find, None)
 
     def _scan_mixed(self, text: str, with_lines: bool) -> Iterator[Event]:
         """A chunk with RFC 5424 lines: scan both shapes and merge them in line order."""
