@@ -35,8 +35,8 @@ class Daemon:
         self.extra = extra
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> Daemon:
-        args = [
+    def command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "tlslogd",
@@ -51,9 +51,11 @@ class Daemon:
             "",
             *self.extra,
         ]
+
+    def start(self) -> Daemon:
         env = {**os.environ, "TLSLOGD_POLL_INTERVAL": "0.2", "TLSLOGD_CHECKPOINT_INTERVAL": "0.2"}
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -455,23 +457,13 @@ def test_durable_censuses_survive_a_restart(tmp_path: Path, daemons: list[Daemon
 def test_a_busy_listen_address_is_one_clear_error(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     log.write_text("".join(LAB_LINES[:10]))
+    daemon = Daemon(log, tmp_path / "state")
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", daemon.port))
         busy.listen()
-        port = busy.getsockname()[1]
+        port = daemon.port
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tlslogd",
-                "run",
-                "--log",
-                str(log),
-                "--state-dir",
-                str(tmp_path / "state"),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
+            daemon.command(),
             capture_output=True,
             text=True,
             timeout=30,
