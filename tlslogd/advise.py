@@ -281,12 +281,8 @@ def advise(
             "protocols": dict(peer.protocols),
             "last_seen": _day(peer.last_seen),
         }
-        for peer in peers
-        if peer.counts.get("legacy_protocol")
-        and peer.sessions
-        and (
-            since is None or peer.category_last_seen.get("legacy_protocol", peer.last_seen) >= since
-        )
+        for peer in peers.query(category="legacy_protocol", since=since, limit=len(peers))
+        if peer.sessions
     ]
     order = {level: i for i, level in enumerate(LEVELS)}
     proposals.sort(key=lambda p: (order[p.level], -p.evidence["deliveries"], p.destination))

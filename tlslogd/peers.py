@@ -247,19 +247,16 @@ class PeerTable:
     ) -> list[PeerEntry]:
         """Peers with events of ``category`` (any peer when None), and of them those seen
         since ``since``: with a category, seen with an event of that category."""
+
+        def seen(p: PeerEntry) -> float:
+            if category is None:
+                return p.last_seen
+            return p.category_last_seen.get(category, p.last_seen)
+
         rows = [
             p
             for p in self._peers.values()
-            if (category is None or p.counts.get(category))
-            and (
-                since is None
-                or (
-                    p.last_seen
-                    if category is None
-                    else p.category_last_seen.get(category, p.last_seen)
-                )
-                >= since
-            )
+            if (category is None or p.counts.get(category)) and (since is None or seen(p) >= since)
         ]
         if sort == "last_seen":
             rows.sort(key=lambda p: p.last_seen, reverse=True)
