@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from tests.conftest import DATA, LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME
@@ -478,3 +479,40 @@ def test_a_library_problem_after_the_handshake_names_the_peer_of_the_handshake()
     pipe, _ = replay(text)
     pipe.finish()
     assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["209.85.213.47"]
+
+
+def test_a_message_rejected_at_the_end_of_data_is_not_received() -> None:
+    """i-MSCP's ClamAV plugin README: smtpd logged the queue ID, then cleanup logged the milter's
+    rejection at the end of DATA (the excerpt ends there): nothing was received."""
+    pipe, events = replay(wild_block("sessions.log", "i-MSCP/plugins"))
+    pipe.finish()
+    assert pipe.stats.totals["messages_received"] == 0
+    (message,) = [e for e in events if isinstance(e, MessageReceived)]
+    assert (message.queue_id, message.tls, message.rejected) == ("0A618260345", "yes", True)
+
+
+REJECTED_THEN_ACCEPTED = (DATA / "real" / "postfix-3.7-header-check.log").read_text()
+
+
+def test_a_session_goes_on_after_a_rejected_message_and_its_next_one_is_received() -> None:
+    # real Postfix 3.7: header_checks rejected the session's first message, the second was queued
+    pipe, events = replay(REJECTED_THEN_ACCEPTED)
+    assert pipe.stats.totals["messages_received"] == 1
+    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}
+    messages = {e.queue_id: e.rejected for e in events if isinstance(e, MessageReceived)}
+    assert messages == {"79E9523C0A6": True, "7A36A23C0A6": False}
+
+
+def test_a_queued_message_waits_for_its_session_and_survives_a_checkpoint() -> None:
+    """The accepted message is counted when its session ends, also when tlslogd restarted
+    (checkpoint, then a new correlator) between its queue ID and the disconnect."""
+    lines = REJECTED_THEN_ACCEPTED.splitlines(True)
+    before, after = "".join(lines[:5]), "".join(lines[5:])
+    pipe, _ = replay(before)
+    assert pipe.stats.totals["messages_received"] == 0  # the session may still reject it
+    saved = json.loads(json.dumps(pipe.correlator.snapshot()))
+    restarted = Correlator()
+    restarted.restore(saved)
+    stats = Stats()
+    Pipeline(Parser(reference_time=REFERENCE_TIME), restarted, stats).feed_text(after)
+    assert stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}

@@ -214,6 +214,23 @@ class MessageReceived(Event):
     orig_client: str | None = None
     tls: str = "unknown"  # decided by the correlator
     scope: str = "remote"  # decided by the correlator, as its session's
+    # rejected after smtpd queued it (a milter, header or body check at the end of DATA):
+    # decided by the correlator, and then not counted as received
+    rejected: bool = False
+
+
+@dataclass(slots=True)
+class MessageRejected(Event):
+    """``QUEUEID: reject: header ...``, ``QUEUEID: milter-reject: END-OF-MESSAGE from ...``: a
+    message smtpd had queued (``client=``) was refused as a whole at the end of DATA, by cleanup
+    (header_checks, body_checks, a milter) or by smtpd (smtpd_data_restrictions,
+    smtpd_end_of_data_restrictions). The client got an error: nothing was received."""
+
+    kind: ClassVar[str] = "message_rejected"
+    direction: ClassVar[str] = INBOUND
+    queue_id: str
+    detail: str
+    peer: str | None  # the client, as ``from host[addr]`` names it
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from tlslogd.events import (
     Event,
     Ignored,
     MessageReceived,
+    MessageRejected,
     PostfixStarted,
     ProxyVerdict,
     SessionEnd,
@@ -80,6 +81,7 @@ _ALTERNATIVES = rf"""
  |(?P<qlost_what>lost\ connection|timeout|too\ many\ errors)\ after\ STARTTLS
    \ from\ (?P<qlost_peer>\S+)(?P<qlost>)
  |abort:\ TLS\ from\ (?P<abort_peer>\S+):\ (?P<abort_text>[^\n]*)(?P<abort>)
+ |(?:milter-)?reject:\ (?P<rj_text>(?:END-OF-MESSAGE|DATA|BDAT|header|body|content)\ [^\n]*)(?P<rj>)
  |(?:to|client)=(?P<unrec>)
 )
 |(?:(?P<tls_trust>[A-Z][a-z]+)\ )?TLS\ connection\ (?:
@@ -231,6 +233,10 @@ _PROXY_BODY: Final = re.compile(
     r"(?P<tp_peer>\[[^\]\n]*\](?::\d+)?)\s*",
     re.X,
 )
+
+# the client in a rejection: "END-OF-MESSAGE from host[addr]: 5.7.1 ...", "header Subject: x from
+# host[addr]; from=<...>"
+_REJECTED_FROM: Final = re.compile(r" from ([^\s\[\]]+\[[^\]\s]*\])[:;]")
 
 _SUFFIX: Final = re.compile(
     r" (key-exchange|server-signature|server-digest|client-signature|client-digest) (\S+)"
@@ -591,6 +597,7 @@ class Parser:
             "policymap": self._policy,
             "ms": self._master_started,
             "px": self._proxy_verdict,
+            "rj": self._rejected,
             "eng": self._engine,
         }
 
@@ -1125,6 +1132,19 @@ class Parser:
     ) -> Event:
         what, text = m.group("px_what", "px_text")
         return ProxyVerdict(host, tag, svc, pid, ts, what == "accept", text)
+
+    def _rejected(
+        self,
+        m: re.Match[str],
+        host: str | None,
+        tag: str,
+        svc: str,
+        pid: int | None,
+        ts: float | None,
+    ) -> Event:
+        qid, text = m.group("qid", "rj_text")
+        peer = _REJECTED_FROM.search(text)
+        return MessageRejected(host, tag, svc, pid, ts, qid, text, peer and peer.group(1))
 
     def _wrapper_dropped(
         self,

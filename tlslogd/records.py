@@ -11,6 +11,7 @@ from tlslogd.events import (
     Delivery,
     Event,
     MessageReceived,
+    MessageRejected,
     PostfixStarted,
     ProxyVerdict,
     SessionEnd,
@@ -68,6 +69,7 @@ class EventRecord(BaseModel):
     scope: Literal["local", "remote"] | None = None
     sasl_method: str | None = None
     orig_client: str | None = None
+    rejected: bool | None = None
     # session_end
     counters: dict[str, str] | None = None
     commands: str | None = None
@@ -159,7 +161,10 @@ def to_record(ev: Event) -> dict[str, Any]:
             orig_client=ev.orig_client,
             tls=ev.tls,
             scope=ev.scope,
+            rejected=ev.rejected,
         )
+    elif isinstance(ev, MessageRejected):
+        rec.update(queue_id=ev.queue_id, detail=ev.detail)
     elif isinstance(ev, SessionEnd):
         commands = ev.counters.get("commands")
         rec.update(

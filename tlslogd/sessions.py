@@ -38,6 +38,7 @@ from tlslogd.events import (
     Delivery,
     Event,
     MessageReceived,
+    MessageRejected,
     PostfixStarted,
     ProxyVerdict,
     SessionEnd,
@@ -91,6 +92,9 @@ class Entry:
     local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
     held: list[MessageReceived] = field(default_factory=list)
+    # inbound: queued messages whose TLS is decided, counted once the session goes on: until
+    # then a milter or a header check may still reject them at the end of DATA
+    queued: list[MessageReceived] = field(default_factory=list)
     # inbound: messages a before-queue content filter has not accepted yet (NOQUEUE: client=)
     proxied: list[MessageReceived] = field(default_factory=list)
 
@@ -124,25 +128,26 @@ def _wait(queue: list[MessageReceived], ev: MessageReceived) -> bool:
 
 def _message_data(m: MessageReceived) -> list[Any]:
     """A waiting message in the checkpoint (see :func:`_message`)."""
-    return [m.host, m.program, m.service, m.pid, m.ts, m.queue_id, m.peer, m.sasl_method, m.scope]
+    return [
+        m.host,
+        m.program,
+        m.service,
+        m.pid,
+        m.ts,
+        m.queue_id,
+        m.peer,
+        m.sasl_method,
+        m.scope,
+        m.tls,
+    ]
 
 
 def _message(data: list[Any]) -> MessageReceived:
-    *fields, scope = data
-    message = MessageReceived(*fields)
-    message.scope = scope
+    message = MessageReceived(*data[:8])
+    message.scope = data[8]
+    if len(data) > 9:  # older checkpoints kept only undecided ones
+        message.tls = data[9]
     return message
-
-
-def _release(entry: Entry, emit: Emit) -> None:
-    """What an entry still holds when it leaves the table without its closing line: its
-    pending failure, and its held messages (whose TLS stays unknown)."""
-    if entry.failure is not None:
-        emit(entry.failure)
-        entry.failure = None
-    for message in entry.held:
-        emit(message)
-    entry.held.clear()
 
 
 def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
@@ -235,6 +240,9 @@ class Correlator:
         self._engine_down: set[Key] = set()
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
+        # the messages sessions hold back (held, queued), by queue ID: a rejection at the end of
+        # DATA names only that
+        self._waiting: dict[str, MessageReceived] = {}
         # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
         # to "postfix": their log times by process and "[addr]:port"
         self._proxy_connects: dict[tuple[Key, str], list[float]] = {}
@@ -249,6 +257,7 @@ class Correlator:
             PostfixStarted: self._postfix_started,
             TlsproxyConnection: self._proxy_connection,
             ProxyVerdict: self._proxy_verdict,
+            MessageRejected: self._rejected,
         }
 
     def __len__(self) -> int:
@@ -256,11 +265,14 @@ class Correlator:
 
     def holds(self, ev: Event) -> bool:
         """Whether ``ev`` is a received message that still waits for its session to decide it
-        (its TLS at the session's end, its queueing at a before-queue filter's verdict)."""
-        if type(ev) is not MessageReceived:
+        (its TLS at the session's end, its queueing at a before-queue filter's verdict, a
+        rejection at the end of its DATA)."""
+        if type(ev) is not MessageReceived or ev.rejected:
             return False
         entry = self._table.get((ev.host, ev.program, ev.pid))
-        return entry is not None and any(m is ev for m in (*entry.held, *entry.proxied))
+        return entry is not None and any(
+            m is ev for m in (*entry.held, *entry.queued, *entry.proxied)
+        )
 
     def feed(self, ev: Event, emit: Emit) -> None:
         """Pass one event; ``emit`` gets its outcomes, in order. Deliveries, sessions and
@@ -302,11 +314,20 @@ class Correlator:
             if len(self._table) > self.max_entries:
                 _, old = self._table.popitem(last=False)
                 self.evictions["capacity"] += 1
-                _release(old, emit)
+                self._release(old, emit)
         else:
             entry.last_ts = ts
             self._table.move_to_end(key)
         return entry
+
+    def _release(self, entry: Entry, emit: Emit) -> None:
+        """What an entry still holds when it leaves the table without its closing line: its
+        pending failure, its queued messages, and its held messages (whose TLS stays unknown)."""
+        if entry.failure is not None:
+            emit(entry.failure)
+            entry.failure = None
+        self._flush(entry, emit)
+        self._flush(entry, emit, entry.held)
 
     def _sweep(self, now: float, emit: Emit) -> None:
         self._next_sweep = now + _SWEEP_EVERY
@@ -318,7 +339,7 @@ class Correlator:
                 break
             del table[key]
             self.evictions["expired"] += 1
-            _release(entry, emit)
+            self._release(entry, emit)
 
     def _window_start(self, ev: Delivery) -> float | None:
         """Earliest log time at which this delivery's connection could have been set up."""
@@ -336,7 +357,7 @@ class Correlator:
         ]:
             entry = self._table.pop(key)
             self.evictions["replaced"] += 1
-            _release(entry, emit)
+            self._release(entry, emit)
         self._engine_down = {k for k in self._engine_down if k[0] != ev.host}
         self.stream_start = 0.0
 
@@ -600,7 +621,7 @@ class Correlator:
         old = self._table.pop(key, None)
         if old is not None:
             self.evictions["replaced"] += 1
-            _release(old, emit)
+            self._release(old, emit)
         entry = self._entry(ev, emit)
         entry.started = True
         entry.local = self._local_peer(ev.peer)
@@ -619,6 +640,7 @@ class Correlator:
             return
         entry = self._entry(ev, emit)
         ev.scope = self._client_scope(entry, ev.peer)
+        self._flush(entry, emit)  # the session goes on: its earlier messages were not rejected
         # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
         # received only when the filter accepts it at the end of DATA
         if ev.queue_id != "NOQUEUE" or not _wait(entry.proxied, ev):
@@ -641,11 +663,36 @@ class Correlator:
             ev.tls = "unknown"
         elif self._logs_tls(ev, INBOUND):
             ev.tls = "no"  # this instance logs its handshakes, and the session had none
-        elif _wait(entry.held, ev):
+        elif self._keep(entry.held, ev):
             # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
             # one, and the session's STARTTLS counter decides when it ends
             return
-        emit(ev)
+        if ev.queue_id == "NOQUEUE" or not self._keep(entry.queued, ev):
+            emit(ev)  # (a before-queue filter's accepted message: nothing rejects it later)
+
+    def _keep(self, queue: list[MessageReceived], ev: MessageReceived) -> bool:
+        """Hold a message back in one of its session's queues (False when that is full)."""
+        if not _wait(queue, ev):
+            return False
+        if ev.queue_id != "NOQUEUE":
+            self._waiting[ev.queue_id] = ev
+        return True
+
+    def _flush(self, entry: Entry, emit: Emit, queue: list[MessageReceived] | None = None) -> None:
+        """Count the messages a session held back (``queued`` by default), but the rejected."""
+        queue = entry.queued if queue is None else queue
+        waiting = self._waiting
+        for message in queue:
+            if not message.rejected:
+                if waiting.get(message.queue_id) is message:
+                    del waiting[message.queue_id]
+                emit(message)
+        queue.clear()
+
+    def _rejected(self, ev: MessageRejected, emit: Emit) -> None:
+        message = self._waiting.pop(ev.queue_id, None)
+        if message is not None:
+            message.rejected = True
 
     def _session_end(self, ev: SessionEnd, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
@@ -686,11 +733,12 @@ class Correlator:
         succeeded = starttls is not None and starttls[0] >= starttls[1] > 0
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
-        if entry is not None and entry.held:
+        if entry is not None:
+            self._flush(entry, emit)
             tls = _MESSAGE_TLS.get(ev.starttls, "unknown")
             for message in entry.held:
                 message.tls = tls
-                emit(message)
+            self._flush(entry, emit, entry.held)
         emit(ev)
         if failure is not None:
             if failure.peer is None:
@@ -720,7 +768,7 @@ class Correlator:
         would complete them (a delivery, a disconnect) count as they are, and messages whose
         session did not end, with ``tls="unknown"``."""
         for entry in self._table.values():
-            _release(entry, emit)
+            self._release(entry, emit)
 
     def snapshot(self) -> dict[str, Any]:
         """The table as JSON-able data, for the checkpoint (see :meth:`restore`)."""
@@ -740,7 +788,8 @@ class Correlator:
                     "offered_qid": e.offered_qid,
                     "started": e.started,
                     "local": e.local,
-                    "held": [_message_data(m) for m in e.held],
+                    "held": [_message_data(m) for m in e.held if not m.rejected],
+                    "queued": [_message_data(m) for m in e.queued if not m.rejected],
                     "proxied": [_message_data(m) for m in e.proxied],
                     "failure": None
                     if f is None
@@ -794,5 +843,12 @@ class Correlator:
                 started=bool(item.get("started")),
                 local=bool(item.get("local")),
                 held=[_message(m) for m in item.get("held") or ()],
+                queued=[_message(m) for m in item.get("queued") or ()],
                 proxied=[_message(m) for m in item.get("proxied") or ()],
             )
+        self._waiting = {
+            m.queue_id: m
+            for e in self._table.values()
+            for m in (*e.held, *e.queued)
+            if m.queue_id != "NOQUEUE"
+        }

@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 DOMAIN = "e2e.test"
 SENDER = f"alice@senders.{DOMAIN}"  # routed to the "tls" peer, so bounces are delivered too
+REJECTED_SUBJECT = "tlslogd e2e: rejected by a header check"  # main's header_checks
 SASL_USER = f"alice@{DOMAIN}"
 SASL_PASSWORD = "e2e-secret"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -484,6 +485,7 @@ class Lab:
             "smtp_tls_CAfile": str(pki.ca),
             "smtp_tls_policy_maps": f"texthash:{conf}/tls_policy",
             "connection_cache_ttl_limit": "5s",
+            "header_checks": f"regexp:{conf}/header_checks",
         }
         p = self.ports
         sasl_only = (
@@ -517,6 +519,7 @@ class Lab:
         }
         routes[SENDER.partition("@")[2]] = f"smtp:{PEERS['tls'].nexthop(p.sink)}"
         (conf / "transport").write_text("".join(f"{d} {n}\n" for d, n in routes.items()))
+        (conf / "header_checks").write_text(f"/^Subject: {REJECTED_SUBJECT}$/ REJECT\n")
         (conf / "tls_policy").write_text(
             "".join(
                 f"{peer.nexthop(p.sink)} {peer.policy}\n" for peer in PEERS.values() if peer.policy
@@ -652,7 +655,8 @@ class Swaks:
 
 class HeldSession:
     """An inbound STARTTLS session that stays open: envelope first, message and QUIT later (to
-    span a restart of tlslogd)."""
+    span a restart of tlslogd). Before that envelope, the session sends a message that main's
+    header_checks rejects at the end of DATA, after smtpd logged its queue ID (``client=``)."""
 
     def __init__(self, lab: Lab, to: str) -> None:
         # local_hostname: no getfqdn(), which would ask DNS
@@ -664,6 +668,16 @@ class HeldSession:
         self.smtp.starttls(context=ssl.create_default_context(cafile=str(lab.ca)))
         self.smtp.ehlo()
         self.smtp.mail(SENDER)
+        self._rcpt(to)
+        code, reply = self.smtp.data(
+            f"From: <{SENDER}>\r\nTo: <{to}>\r\nSubject: {REJECTED_SUBJECT}\r\n\r\nrejected\r\n"
+        )
+        if code != 550:
+            raise RuntimeError(f"the header check did not reject the message: {code} {reply!r}")
+        self.smtp.mail(SENDER)
+        self._rcpt(to)
+
+    def _rcpt(self, to: str) -> None:
         code, reply = self.smtp.rcpt(to)
         if code != 250:
             raise RuntimeError(f"RCPT TO:<{to}> refused: {code} {reply!r}")

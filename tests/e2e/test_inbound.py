@@ -7,9 +7,14 @@ connects from 127.0.0.1 unless it says IPv6 (::1). Counts are over the whole run
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from tests.e2e.conftest import Run
+from tests.e2e.harness import REJECTED_SUBJECT
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +86,25 @@ def test_a_session_open_across_the_restart_keeps_its_tls(run: Run) -> None:
     assert run.total("tlslogd_sessions_total") == 19
     assert run.total('tlslogd_sessions_total{starttls="unknown"}') == 0
     assert run.wait_total('tlslogd_received_messages_total{tls="yes"}', 14) == 14
+
+
+def test_a_message_rejected_at_the_end_of_data_is_not_received(run: Run) -> None:
+    # the held session's first message: smtpd logged its queue ID, then main's header_checks
+    # refused it (cleanup's "reject: header"), and the session went on with the next one
+    lines = run.log_lines()
+    rejected = [line for line in lines if f"reject: header Subject: {REJECTED_SUBJECT}" in line]
+    assert len(rejected) == 1
+    queue_id = rejected[0].split(": reject: ", 1)[0].rsplit(" ", 1)[1]
+    parsed = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "parse", str(run.maillog)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    records = [json.loads(x) for x in parsed.splitlines()]
+    received = {r["queue_id"]: r for r in records if r["kind"] == "message_received"}
+    assert (received[queue_id]["tls"], received[queue_id]["rejected"]) == ("yes", True)
+    assert [r["queue_id"] for r in records if r["kind"] == "message_rejected"] == [queue_id]
+    queued = sum(" client=" in line and "/smtpd[" in line for line in lines)
+    assert run.wait_total("tlslogd_received_messages_total", queued - 1) == queued - 1
