@@ -516,3 +516,13 @@ def test_a_queued_message_waits_for_its_session_and_survives_a_checkpoint() -> N
     stats = Stats()
     Pipeline(Parser(reference_time=REFERENCE_TIME), restarted, stats).feed_text(after)
     assert stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}
+
+
+def test_a_rejected_message_of_a_session_without_handshake_lines_is_not_received() -> None:
+    # the same real session as smtpd_tls_loglevel = 0 logs it: no handshake line, so both
+    # messages wait for the session's STARTTLS counter; the rejected one is not counted then
+    lines = [x for x in REJECTED_THEN_ACCEPTED.splitlines(True) if "TLS connection" not in x]
+    pipe, events = replay("".join(lines))
+    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}
+    messages = {e.queue_id: (e.tls, e.rejected) for e in events if isinstance(e, MessageReceived)}
+    assert messages == {"79E9523C0A6": ("yes", True), "7A36A23C0A6": ("yes", False)}
