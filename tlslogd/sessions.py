@@ -326,8 +326,8 @@ class Correlator:
         if entry.failure is not None:
             emit(entry.failure)
             entry.failure = None
-        self._flush(entry, emit)
-        self._flush(entry, emit, entry.held)
+        self._flush(entry.queued, emit)
+        self._flush(entry.held, emit)
 
     def _sweep(self, now: float, emit: Emit) -> None:
         self._next_sweep = now + _SWEEP_EVERY
@@ -640,7 +640,9 @@ class Correlator:
             return
         entry = self._entry(ev, emit)
         ev.scope = self._client_scope(entry, ev.peer)
-        self._flush(entry, emit)  # the session goes on: its earlier messages were not rejected
+        self._flush(
+            entry.queued, emit
+        )  # the session goes on: its earlier messages were not rejected
         # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
         # received only when the filter accepts it at the end of DATA
         if ev.queue_id != "NOQUEUE" or not _wait(entry.proxied, ev):
@@ -678,9 +680,8 @@ class Correlator:
             self._waiting[ev.queue_id] = ev
         return True
 
-    def _flush(self, entry: Entry, emit: Emit, queue: list[MessageReceived] | None = None) -> None:
-        """Count the messages a session held back (``queued`` by default), but the rejected."""
-        queue = entry.queued if queue is None else queue
+    def _flush(self, queue: list[MessageReceived], emit: Emit) -> None:
+        """Count the messages a session held back, but the rejected."""
         waiting = self._waiting
         for message in queue:
             if not message.rejected:
@@ -734,11 +735,11 @@ class Correlator:
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
         if entry is not None:
-            self._flush(entry, emit)
+            self._flush(entry.queued, emit)
             tls = _MESSAGE_TLS.get(ev.starttls, "unknown")
             for message in entry.held:
                 message.tls = tls
-            self._flush(entry, emit, entry.held)
+            self._flush(entry.held, emit)
         emit(ev)
         if failure is not None:
             if failure.peer is None:
