@@ -214,9 +214,10 @@ class MessageReceived(Event):
     orig_client: str | None = None
     tls: str = "unknown"  # decided by the correlator
     scope: str = "remote"  # decided by the correlator, as its session's
-    # rejected after smtpd queued it (a milter, header or body check at the end of DATA):
-    # decided by the correlator, and then not counted as received
-    rejected: bool = False
+    # False when the message was not queued after all: rejected at the end of DATA (a milter,
+    # header or body check) or its DATA never completed; decided by the correlator when the
+    # session ends, and such a message is not counted as received
+    accepted: bool = True
 
 
 @dataclass(slots=True)

@@ -69,7 +69,7 @@ class EventRecord(BaseModel):
     scope: Literal["local", "remote"] | None = None
     sasl_method: str | None = None
     orig_client: str | None = None
-    rejected: bool | None = None
+    accepted: bool | None = None
     # session_end
     counters: dict[str, str] | None = None
     commands: str | None = None
@@ -161,7 +161,7 @@ def to_record(ev: Event) -> dict[str, Any]:
             orig_client=ev.orig_client,
             tls=ev.tls,
             scope=ev.scope,
-            rejected=ev.rejected,
+            accepted=ev.accepted,
         )
     elif isinstance(ev, MessageRejected):
         rec.update(queue_id=ev.queue_id, detail=ev.detail)

@@ -92,8 +92,9 @@ class Entry:
     local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
     held: list[MessageReceived] = field(default_factory=list)
-    # inbound: queued messages whose TLS is decided, counted once the session goes on: until
-    # then a milter or a header check may still reject them at the end of DATA
+    # inbound: queued messages whose TLS is decided, counted when the session ends: until then
+    # a milter or a header check may still reject them at the end of DATA, or the client may
+    # leave before its DATA completes
     queued: list[MessageReceived] = field(default_factory=list)
     # inbound: messages a before-queue content filter has not accepted yet (NOQUEUE: client=)
     proxied: list[MessageReceived] = field(default_factory=list)
@@ -148,6 +149,20 @@ def _message(data: list[Any]) -> MessageReceived:
     if len(data) > 9:  # older checkpoints kept only undecided ones
         message.tls = data[9]
     return message
+
+
+def _uncompleted(entry: Entry, ev: SessionEnd) -> None:
+    """Mark the messages of an ending session whose DATA did not complete: more of them are
+    left than the session's ``data=`` counter (Postfix 3.0+) counts successful DATA commands.
+    The client left in the middle of DATA (``lost connection after DATA``, ``timeout after
+    DATA``) or the message was refused at its end: its queue file was never queued. With BDAT
+    (CHUNKING) the counter counts chunks, not messages, and tells nothing."""
+    data = ev.counter("data")
+    if data is None or ev.counter("bdat") is not None:
+        return
+    left = [m for m in (*entry.held, *entry.queued) if m.accepted]
+    for message in left[data[0] :]:
+        message.accepted = False
 
 
 def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
@@ -267,7 +282,7 @@ class Correlator:
         """Whether ``ev`` is a received message that still waits for its session to decide it
         (its TLS at the session's end, its queueing at a before-queue filter's verdict, a
         rejection at the end of its DATA)."""
-        if type(ev) is not MessageReceived or ev.rejected:
+        if type(ev) is not MessageReceived or not ev.accepted:
             return False
         entry = self._table.get((ev.host, ev.program, ev.pid))
         return entry is not None and any(
@@ -640,9 +655,6 @@ class Correlator:
             return
         entry = self._entry(ev, emit)
         ev.scope = self._client_scope(entry, ev.peer)
-        self._flush(
-            entry.queued, emit
-        )  # the session goes on: its earlier messages were not rejected
         # a before-queue content filter (smtpd_proxy_filter) gets the message first: it is
         # received only when the filter accepts it at the end of DATA
         if ev.queue_id != "NOQUEUE" or not _wait(entry.proxied, ev):
@@ -681,19 +693,19 @@ class Correlator:
         return True
 
     def _flush(self, queue: list[MessageReceived], emit: Emit) -> None:
-        """Count the messages a session held back, but the rejected."""
+        """Count the messages a session held back, but those not accepted after all."""
         waiting = self._waiting
         for message in queue:
-            if not message.rejected:
-                if waiting.get(message.queue_id) is message:
-                    del waiting[message.queue_id]
+            if waiting.get(message.queue_id) is message:
+                del waiting[message.queue_id]
+            if message.accepted:
                 emit(message)
         queue.clear()
 
     def _rejected(self, ev: MessageRejected, emit: Emit) -> None:
         message = self._waiting.pop(ev.queue_id, None)
         if message is not None:
-            message.rejected = True
+            message.accepted = False
 
     def _session_end(self, ev: SessionEnd, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
@@ -735,10 +747,11 @@ class Correlator:
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)
         if entry is not None:
-            self._flush(entry.queued, emit)
             tls = _MESSAGE_TLS.get(ev.starttls, "unknown")
             for message in entry.held:
                 message.tls = tls
+            _uncompleted(entry, ev)
+            self._flush(entry.queued, emit)
             self._flush(entry.held, emit)
         emit(ev)
         if failure is not None:
@@ -789,8 +802,8 @@ class Correlator:
                     "offered_qid": e.offered_qid,
                     "started": e.started,
                     "local": e.local,
-                    "held": [_message_data(m) for m in e.held if not m.rejected],
-                    "queued": [_message_data(m) for m in e.queued if not m.rejected],
+                    "held": [_message_data(m) for m in e.held if m.accepted],
+                    "queued": [_message_data(m) for m in e.queued if m.accepted],
                     "proxied": [_message_data(m) for m in e.proxied],
                     "failure": None
                     if f is None

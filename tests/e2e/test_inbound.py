@@ -104,7 +104,7 @@ def test_a_message_rejected_at_the_end_of_data_is_not_received(run: Run) -> None
     ).stdout
     records = [json.loads(x) for x in parsed.splitlines()]
     received = {r["queue_id"]: r for r in records if r["kind"] == "message_received"}
-    assert (received[queue_id]["tls"], received[queue_id]["rejected"]) == ("yes", True)
+    assert (received[queue_id]["tls"], received[queue_id]["accepted"]) == ("yes", False)
     assert [r["queue_id"] for r in records if r["kind"] == "message_rejected"] == [queue_id]
     queued = sum(" client=" in line and "/smtpd[" in line for line in lines)
     assert run.wait_total("tlslogd_received_messages_total", queued - 1) == queued - 1
