@@ -540,3 +540,20 @@ def test_a_message_whose_data_did_not_complete_is_not_received() -> None:
         "5C83A2221E5": ("yes", False),
         "5CEE7222400": ("no", False),
     }
+
+
+def test_a_session_that_sent_no_data_received_nothing() -> None:
+    # a content filter (clamsmtpd) found a virus and abandoned the transaction with RSET: its
+    # session's counters have no data= at all
+    pipe, _ = replay(wild_block("sessions.log", "file id 13955259326"))
+    assert pipe.stats.totals["messages_received"] == 0
+    # rspamd's milter refused the GTUBE test message at the end of DATA: data=0/1
+    pipe, _ = replay(wild_block("sessions.log", "file id 15971589077"))
+    assert pipe.stats.totals["messages_received"] == 0
+
+
+def test_a_message_sent_with_bdat_is_received() -> None:
+    # BDAT (CHUNKING) sessions count chunks in bdat= and have no data= counter
+    pipe, events = replay(wild_block("sessions.log", "file id 16397914485"))
+    assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "no", "remote"): 1}
+    assert [e.accepted for e in events if isinstance(e, MessageReceived)] == [True]

@@ -152,16 +152,17 @@ def _message(data: list[Any]) -> MessageReceived:
 
 
 def _uncompleted(entry: Entry, ev: SessionEnd) -> None:
-    """Mark the messages of an ending session whose DATA did not complete: more of them are
-    left than the session's ``data=`` counter (Postfix 3.0+) counts successful DATA commands.
-    The client left in the middle of DATA (``lost connection after DATA``, ``timeout after
-    DATA``) or the message was refused at its end: its queue file was never queued. With BDAT
+    """Mark the messages of an ending session that were never queued: more of them are left
+    than the session's ``data=`` counter (Postfix 3.0+; absent when the session sent no DATA)
+    counts successful DATA commands. The client left in the middle of DATA (``lost connection
+    after DATA``), abandoned the transaction (RSET) or the message was refused at the end of
+    DATA. The counters do not say which messages: the last ones are marked. With BDAT
     (CHUNKING) the counter counts chunks, not messages, and tells nothing."""
-    data = ev.counter("data")
-    if data is None or ev.counter("bdat") is not None:
+    if " commands=" not in ev.counters_text or ev.counter("bdat") is not None:
         return
+    data = ev.counter("data")
     left = [m for m in (*entry.held, *entry.queued) if m.accepted]
-    for message in left[data[0] :]:
+    for message in left[data[0] if data else 0 :]:
         message.accepted = False
 
 
