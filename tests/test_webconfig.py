@@ -261,6 +261,18 @@ def test_min_version_tls13_refuses_a_tls12_only_client(tmp_path: Path, pki: PKI)
         assert get(port, client_context(pki)).status == 200
 
 
+def test_tls12_without_cipher_suites_offers_forward_secret_key_exchange_only(
+    tmp_path: Path, pki: PKI
+) -> None:
+    # Python's default list (Debian's build, for one) also has RSA key exchange
+    with serving(tls_config(tmp_path, pki, "max_version: TLS12\n")) as port:
+        assert get(port, client_context(pki)).cipher.startswith("ECDHE-")
+        rsa_key_exchange = client_context(pki)
+        rsa_key_exchange.set_ciphers("kRSA")
+        with pytest.raises(ssl.SSLError):
+            get(port, rsa_key_exchange)
+
+
 def test_cipher_suites_apply_to_tls12(tmp_path: Path, pki: PKI) -> None:
     extra = "max_version: TLS12\ncipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
     with serving(tls_config(tmp_path, pki, extra)) as port:
