@@ -557,3 +557,23 @@ def test_a_message_sent_with_bdat_is_received() -> None:
     pipe, events = replay(wild_block("sessions.log", "file id 16397914485"))
     assert pipe.stats.counters["received"] == {("smtpd", "postfix/smtpd", "no", "remote"): 1}
     assert [e.accepted for e in events if isinstance(e, MessageReceived)] == [True]
+
+
+def test_messages_of_abandoned_transactions_are_not_received() -> None:
+    """Real Postfix 3.7, one session each: a message queued over TLS and one in plaintext;
+    MAIL/RCPT/QUIT probes (no data= counter) in plaintext and over TLS; a client lost after
+    RCPT; RSET then a message; a message too large then one queued; a header_checks REJECT
+    then one queued; a message sent with BDAT (bdat=1) and a BDAT cut short (bdat=0/1).
+    qmgr queued six: three over TLS, three in plaintext."""
+    text = (DATA / "real" / "postfix-3.7-abandoned.log").read_text()
+    queued = [line.split(": ")[1] for line in text.splitlines() if "(queue active)" in line]
+    pipe, events = replay(text)
+    assert pipe.stats.counters["received"] == {
+        ("smtpd", "postfix/smtpd", "yes", "remote"): 3,
+        ("smtpd", "postfix/smtpd", "no", "remote"): 3,
+    }
+    accepted = [e for e in events if isinstance(e, MessageReceived) and e.accepted]
+    assert len(accepted) == len(queued) == 6
+    # the counters do not say which of the RSET session's two messages was queued: the
+    # session's last one is the one taken as abandoned
+    assert {e.queue_id for e in accepted} ^ set(queued) == {"372F524C643", "3755424C643"}

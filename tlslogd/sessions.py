@@ -153,16 +153,17 @@ def _message(data: list[Any]) -> MessageReceived:
 
 def _uncompleted(entry: Entry, ev: SessionEnd) -> None:
     """Mark the messages of an ending session that were never queued: more of them are left
-    than the session's ``data=`` counter (Postfix 3.0+; absent when the session sent no DATA)
-    counts successful DATA commands. The client left in the middle of DATA (``lost connection
-    after DATA``), abandoned the transaction (RSET) or the message was refused at the end of
-    DATA. The counters do not say which messages: the last ones are marked. With BDAT
-    (CHUNKING) the counter counts chunks, not messages, and tells nothing."""
-    if " commands=" not in ev.counters_text or ev.counter("bdat") is not None:
+    than the session's counters (Postfix 3.0+; a command the session never sent is left out)
+    count successful DATA and BDAT commands. The client left in the middle of DATA (``lost
+    connection after DATA``), abandoned the transaction (RSET) or the message was refused at
+    the end of DATA. BDAT counts chunks, of which a message has one or more: the sum is an
+    upper bound. The counters do not say which messages: the last ones are marked."""
+    if " commands=" not in ev.counters_text:
         return
-    data = ev.counter("data")
+    data, bdat = ev.counter("data"), ev.counter("bdat")
+    most = (data[0] if data else 0) + (bdat[0] if bdat else 0)
     left = [m for m in (*entry.held, *entry.queued) if m.accepted]
-    for message in left[data[0] if data else 0 :]:
+    for message in left[most:]:
         message.accepted = False
 
 
