@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_LOG
+from tests.conftest import DATA, LAB_LOG
 from tlslogd.records import EventRecord
 
 LAB = LAB_LOG.read_text()
@@ -112,6 +112,16 @@ def test_report_table_and_csv() -> None:
     assert "deliveries_sent_remote,outbound,tls=no,7" in rows
     assert "offered_plaintext_sent,outbound,,3" in rows
     assert "handshake_summaries,inbound,logged,48" in rows
+
+
+def test_report_tables_show_when_a_peer_last_had_an_event_of_that_table() -> None:
+    # 127.0.99.4 got one message in plaintext (line 102, 21:52:46), then only deferrals that
+    # needed TLS, the last at 21:53:16: its plaintext row says 21:52:46
+    real = DATA / "real" / "postfix-3.10-trixie.log"
+    table = tlslogd("report", "--local-networks", "", str(real)).stdout
+    plaintext = table.split("Plaintext deliveries by peer", 1)[1].split("\n\n", 1)[0]
+    row = next(line for line in plaintext.splitlines() if "127.0.99.4 " in line)
+    assert row.split()[-1][4:19] == "-11-25T21:52:46"  # (the year is inferred)
 
 
 def test_parse_decides_received_messages_as_the_report_does_without_summaries() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from publicsuffixlist import PublicSuffixList
 
-from tlslogd.peers import PeerEntry, PeerTable
+from tlslogd.peers import PeerEntry, PeerTable, row_seen
 from tlslogd.web import BadRequest, peers_query
 
 DAY = 86400.0
@@ -62,6 +62,9 @@ def test_category_times_survive_the_checkpoint_and_old_rows_fall_back_to_last_se
         ({"limit": ["0"]}, "limit='0'"),
         ({"sort": ["newest"]}, "sort='newest'"),
         ({"since": ["yesterday"]}, "since='yesterday'"),
+        ({"since": ["nan"]}, "since='nan'"),
+        ({"since": ["-inf"]}, "since='-inf'"),
+        ({"since": ["1e999"]}, "since='1e999'"),
     ],
 )
 def test_a_bad_peers_parameter_is_refused_with_what_was_expected(
@@ -77,3 +80,20 @@ def test_peers_parameters_as_documented() -> None:
     assert peers_query(
         {"category": ["tls_failure"], "since": ["7d"], "limit": ["5"], "sort": ["last_seen"]}, T0
     ) == ("tls_failure", T0 - 7 * DAY, 5, "last_seen")
+
+
+def test_a_category_is_sorted_and_shown_by_when_that_category_last_happened() -> None:
+    """A server that got mail in plaintext on day 0 and has had only TLS since: among the
+    plaintext peers it is the one longest ago, and its row says day 0, not its last sighting."""
+    table = PeerTable(psl=PSL)
+    fixed = table.touch("mx.fixed.example[192.0.2.1]", T0)
+    assert fixed is not None
+    table.count(fixed, "plaintext_out")
+    table.touch("mx.fixed.example[192.0.2.1]", T0 + 9 * DAY)  # TLS deliveries since
+    still = table.touch("mx.still.example[192.0.2.2]", T0 + 2 * DAY)
+    assert still is not None
+    table.count(still, "plaintext_out")
+    rows = table.query(category="plaintext_out", sort="last_seen")
+    assert [p.key for p in rows] == ["mx.still.example", "mx.fixed.example"]
+    assert row_seen(table.row(fixed), "plaintext_out") == T0
+    assert fixed.seen("plaintext_out") == T0 and fixed.seen(None) == T0 + 9 * DAY

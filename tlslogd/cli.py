@@ -23,7 +23,7 @@ from tlslogd.config import ConfigError, Settings, effective, load_settings
 from tlslogd.destinations import DestinationTable
 from tlslogd.events import Event
 from tlslogd.parse import Parser
-from tlslogd.peers import CATEGORIES, PeerTable
+from tlslogd.peers import CATEGORIES, PeerTable, row_seen
 from tlslogd.pipeline import Pipeline
 from tlslogd.records import to_record
 from tlslogd.sessions import Correlator, LocalNetworks
@@ -642,8 +642,9 @@ def render_table(data: dict[str, Any]) -> str:
                 extra += "".join(f" ({d})" for d in sorted(row["legacy_directions"]))
             elif category == "tls_failure":
                 extra = "  " + ", ".join(f"{r}×{n}" for r, n in row["failure_reasons"].items())
+            seen = summary.iso(row_seen(row, category)) or "–"
             add(
                 f"  {row['peer'][:40]:<40} {(row['domain'] or '')[:24]:<24} "
-                f"{row['counts'][category]:>7}  {summary.iso(row['last_seen']) or '–'}{extra}"
+                f"{row['counts'][category]:>7}  {seen}{extra}"
             )
     return "\n".join(out) + "\n"

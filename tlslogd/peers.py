@@ -53,6 +53,12 @@ class PeerEntry:
     last_protocol: str | None = None
     last_cipher: str | None = None
 
+    def seen(self, category: str | None) -> float:
+        """When the peer last had an event of ``category`` (of any kind when None)."""
+        if category is None:
+            return self.last_seen
+        return self.category_last_seen.get(category, self.last_seen)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "peer": self.key,
@@ -97,6 +103,11 @@ class PeerEntry:
             last_protocol=data.get("last_protocol"),
             last_cipher=data.get("last_cipher"),
         )
+
+
+def row_seen(row: dict[str, Any], category: str) -> Any:
+    """:meth:`PeerEntry.seen` of a peer as the API writes it (:meth:`PeerEntry.to_json`)."""
+    return (row.get("category_last_seen") or {}).get(category, row.get("last_seen"))
 
 
 def _is_address(text: str) -> bool:
@@ -246,24 +257,20 @@ class PeerTable:
         limit: int = 100,
     ) -> list[PeerEntry]:
         """Peers with events of ``category`` (any peer when None), and of them those seen
-        since ``since``: with a category, seen with an event of that category."""
-
-        def seen(p: PeerEntry) -> float:
-            if category is None:
-                return p.last_seen
-            return p.category_last_seen.get(category, p.last_seen)
-
+        since ``since``: with a category, seen with an event of that category (and sorted by
+        when they last were, for ``last_seen``)."""
         rows = [
             p
             for p in self._peers.values()
-            if (category is None or p.counts.get(category)) and (since is None or seen(p) >= since)
+            if (category is None or p.counts.get(category))
+            and (since is None or p.seen(category) >= since)
         ]
         if sort == "last_seen":
-            rows.sort(key=lambda p: p.last_seen, reverse=True)
+            rows.sort(key=lambda p: p.seen(category), reverse=True)
         elif sort == "peer":
             rows.sort(key=lambda p: p.key)
         elif category is not None:
-            rows.sort(key=lambda p: (p.counts.get(category, 0), p.last_seen), reverse=True)
+            rows.sort(key=lambda p: (p.counts.get(category, 0), p.seen(category)), reverse=True)
         else:
             rows.sort(key=lambda p: (sum(p.counts.values()), p.last_seen), reverse=True)
         return rows[:limit]

@@ -28,6 +28,7 @@ from html import escape
 from typing import Any, Final
 
 from tlslogd.events import LEGACY_PROTOCOLS
+from tlslogd.peers import row_seen
 from tlslogd.summary import (
     LEGACY_RECENT_DAYS,
     LOGLEVEL_SETTINGS,
@@ -714,7 +715,7 @@ def _peers(category: str, rows: list[dict[str, Any]], matching: int, since: str,
                 + _cell("domain", _e(peer.get("domain") or "–"))
                 + _cell("events", _count(count), class_="n", data_value=count)
                 + _cell("detail", _peer_detail(category, peer))
-                + _cell("last seen", _when(peer.get("last_seen"), now))
+                + _cell("last seen", _when(row_seen(peer, category), now))
                 + "</tr>"
             )
         body = (

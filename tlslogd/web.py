@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -55,9 +56,12 @@ def parse_since(value: str, now: float) -> float:
     if m:
         return now - float(m.group(1)) * _UNITS[m.group(2)]
     try:
-        return float(value)
+        epoch = float(value)
     except ValueError:
         pass
+    else:
+        if math.isfinite(epoch):  # not nan or inf, which JSON cannot carry back
+            return epoch
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
