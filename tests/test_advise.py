@@ -169,7 +169,7 @@ def test_one_failure_in_the_window_keeps_may() -> None:
 
 def test_a_destination_seen_on_too_few_days_keeps_may() -> None:
     [p] = run_advise(build(delivery_lines(5, 40, relay="mx.example.com[192.0.2.25]"))).proposals
-    assert p.level == "may" and "over 1 days" in p.reason
+    assert p.level == "may" and "over 1 day " in p.reason
 
 
 def test_legacy_protocols_list_who_breaks() -> None:
@@ -220,3 +220,16 @@ def test_advise_command_on_files_and_on_the_daemons_state_agree(tmp_path: Path) 
     assert files["proposals"] == saved["proposals"]
     # secure: the six lab-CA next hops (five known by address only); encrypt: .5 and .10
     assert files["candidates"] == {"secure": 6, "encrypt": 2, "remove_none": 1, "may": 6}
+
+
+def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> None:
+    # the lab's 127.0.0.3 offers no STARTTLS: 4 deliveries, all plaintext; more mail would not
+    # make it a candidate, so "too little evidence" would mislead
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "advise", "--local-networks", "", str(LAB_LOG)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in result.stdout.splitlines() if "[127.0.0.3]:2525:" in x)
+    assert line.endswith("never over TLS: 4 in plaintext")

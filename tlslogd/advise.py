@@ -172,14 +172,14 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
         return proposal(
             "may",
             None,
-            f"TLS failed {row[FAILURES]} times and Postfix fell back to plaintext "
-            f"{row[OFFERED]} times: fix the TLS failures first",
+            f"TLS failed {_times(row[FAILURES])} and Postfix fell back to plaintext "
+            f"{_times(row[OFFERED])}: fix the TLS failures first",
         )
     if row[OFFERED]:
         return proposal(
             "remove_none",
             "may",
-            f"the server offered STARTTLS {row[OFFERED]} times and we sent in plaintext: a "
+            f"the server offered STARTTLS {_times(row[OFFERED])} and we sent in plaintext: a "
             "'none' entry (or smtp_tls_security_level = none) overrides TLS for it; remove it",
         )
     if row[FAILURES] and not tls:
@@ -189,11 +189,14 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
             f"every TLS attempt failed ({row[FAILURES]} failures, no delivery over TLS): fix "
             "them first (tlslogd report lists the failures by reason)",
         )
+    if sent and not tls and row[PLAINTEXT] and not row[FAILURES]:
+        # no STARTTLS in its EHLO (Postfix logs nothing else): more mail would not change that
+        return proposal("may", None, f"never over TLS: {row[PLAINTEXT]} in plaintext")
     if row[DELIVERIES] < t.min_deliveries or len(days) < t.min_days:
         return proposal(
             "may",
             None,
-            f"too little evidence: {row[DELIVERIES]} deliveries over {len(days)} days "
+            f"too little evidence: {_over(row[DELIVERIES], len(days))} "
             f"(enforcement needs at least {t.min_deliveries} over {t.min_days} days)",
         )
     problems = []
@@ -218,7 +221,7 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
             return proposal(
                 "secure",
                 f"secure match={match}",
-                f"all {sent} deliveries over {len(days)} days used TLS with a trusted certificate "
+                f"all {_over(sent, len(days))} used TLS with a trusted certificate "
                 f"({trust}); check the certificate names before enforcing",
             )
         if set(g.trust) == {"verified"}:
@@ -231,7 +234,7 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
         return proposal(
             "secure",
             "encrypt",
-            f"all {sent} deliveries over {len(days)} days used TLS with a trusted certificate "
+            f"all {_over(sent, len(days))} used TLS with a trusted certificate "
             f"({trust}), but the relays are addresses and smtp_tls_loglevel = 1 does not log the "
             "certificate's name that 'secure' must match: enforce encryption now, then find the "
             f"name (posttls-finger -c -l secure '{g.key}') and use 'secure match=NAME'",
@@ -239,8 +242,20 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
     return proposal(
         "encrypt",
         "encrypt",
-        f"all {sent} deliveries over {len(days)} days used TLS, not all with a trusted "
+        f"all {_over(sent, len(days))} used TLS, not all with a trusted "
         f"certificate ({trust}): encrypt, not secure",
+    )
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def _over(deliveries: int, days: int) -> str:
+    """``1 delivery over 1 day``, ``12 deliveries over 3 days``."""
+    return (
+        f"{deliveries} {'delivery' if deliveries == 1 else 'deliveries'} over "
+        f"{days} {'day' if days == 1 else 'days'}"
     )
 
 
@@ -299,7 +314,7 @@ def _evidence_line(p: Proposal) -> str:
     e = p.evidence
     protocols = ", ".join(f"{k} {v}" for k, v in sorted(e["protocols"].items()))
     parts = [
-        f"{e['deliveries']} deliveries over {e['days']} days ({e['first_day']} to {e['last_day']})",
+        f"{_over(e['deliveries'], e['days'])} ({e['first_day']} to {e['last_day']})",
         f"{e['tls']}/{e['sent']} sent over TLS",
     ]
     if protocols:

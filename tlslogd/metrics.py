@@ -101,7 +101,10 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "Wall-clock time of the last durable checkpoint.", ()
     ),
     "tlslogd_sessions_active": MetricSpec(
-        "gauge", "Entries in the session table (processes with a session in progress).", ()
+        "gauge",
+        "Entries in the session table: smtpd sessions in progress, and smtp/lmtp processes "
+        "whose last connection is remembered until it expires (they log no session end).",
+        (),
     ),
     "tlslogd_peers_tracked": MetricSpec("gauge", "Entries in the peer table.", ()),
     "tlslogd_peers": MetricSpec(

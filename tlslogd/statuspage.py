@@ -420,12 +420,12 @@ def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, 
     rows = [
         ("over TLS", yes, "outbound-tls"),
         ("plaintext", no, "outbound-plaintext"),
-        ("unknown", unknown, "outbound-unknown"),
         (
-            "plaintext, STARTTLS offered",
+            "… of which STARTTLS offered",
             _int(out.get("offered_plaintext_sent")),
             "outbound-offered-plaintext",
         ),
+        ("unknown", unknown, "outbound-unknown"),
     ]
     return (
         '<section class="kpi" aria-labelledby="h-outbound">'
