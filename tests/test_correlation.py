@@ -370,9 +370,10 @@ def test_a_before_queue_filter_receives_the_message_when_it_accepts_it() -> None
     # modoboa/modoboa#2564: the filter timed out, proxy-reject at the end of DATA: none
     rejected = wild_block("sessions.log", "modoboa/modoboa/issues/2564")
     assert "NOQUEUE: client=" in rejected and "proxy-reject: END-OF-MESSAGE" in rejected
-    pipe, _ = replay(rejected)
+    pipe, events = replay(rejected)
     pipe.finish()
     assert pipe.stats.totals["messages_received"] == 0
+    assert [e.accepted for e in events if isinstance(e, MessageReceived)] == [False]
 
 
 def test_when_our_own_tls_engine_is_off_its_clients_are_not_blamed() -> None:
@@ -577,3 +578,44 @@ def test_messages_of_abandoned_transactions_are_not_received() -> None:
     # the counters do not say which of the RSET session's two messages was queued: the
     # session's last one is the one taken as abandoned
     assert {e.queue_id for e in accepted} ^ set(queued) == {"372F524C643", "3755424C643"}
+
+
+def test_a_message_qmqpd_received_is_counted_at_once() -> None:
+    """qmqpd logs client= but no session smtpd would end: nothing to wait for. A header check's
+    DISCARD, in the same real log, is not received (the client was told it was delivered)."""
+    lines = (DATA / "real" / "postfix-3.7-discard-qmqp.log").read_text().splitlines(True)
+    pipe, events = replay("".join(lines[:8]))  # up to qmqpd's client=, before its disconnect
+    assert pipe.stats.counters["received"] == {("qmqpd", "postfix/qmqpd", "unknown", "remote"): 1}
+    assert not any(pipe.correlator.holds(e) for e in events)
+    discarded = [e for e in events if isinstance(e, MessageReceived) and e.service == "smtpd"]
+    assert [(e.queue_id, e.accepted) for e in discarded] == [("6223025C05C", False)]
+
+
+def test_a_session_of_more_messages_than_it_holds_still_drops_its_cut_one() -> None:
+    """A relay pushing 101 messages over one connection, the last one cut in DATA (the session
+    of postfix-3.7-lost-data.log, with more queue IDs): 100 received, whatever the session could
+    hold back."""
+    session = (DATA / "real" / "postfix-3.7-lost-data.log").read_text().splitlines(True)[2:10]
+    connect, tls, client = session[:3]
+    lost, disconnect = session[6], session[7]
+    assert "lost connection after DATA" in lost and " data=1/2 " in disconnect
+    clients = [client.replace("5BDDA2223FC", f"{0x10000000000 + i:X}") for i in range(101)]
+    counters = disconnect.replace("mail=2 rcpt=2 data=1/2", "mail=101 rcpt=101 data=100/101")
+    pipe, _ = replay("".join([connect, tls, *clients, lost, counters]))
+    assert pipe.stats.totals["messages_received"] == 100
+
+
+def test_a_rejection_names_the_message_of_its_own_log_host() -> None:
+    # the real header-check session logged by two hosts with the same queue IDs, interleaved:
+    # each host's rejection drops its own first message
+    mx = REJECTED_THEN_ACCEPTED.splitlines(True)
+    mx2 = [line.replace(" mx postfix/", " mx2 postfix/") for line in mx]
+    pipe, events = replay("".join(mx2[:3] + mx[:3] + mx2[3:] + mx[3:]))
+    assert pipe.stats.totals["messages_received"] == 2
+    accepted = {(e.host, e.queue_id): e.accepted for e in events if isinstance(e, MessageReceived)}
+    assert accepted == {
+        ("mx2", "79E9523C0A6"): False,
+        ("mx", "79E9523C0A6"): False,
+        ("mx2", "7A36A23C0A6"): True,
+        ("mx", "7A36A23C0A6"): True,
+    }

@@ -56,9 +56,9 @@ def test_every_line_is_read(path: Path) -> None:
     assert (pipe.stats.totals["unrecognised_lines"] > 0) == truncated
 
 
-# smtpd's own queue IDs (not a content filter's re-injection, counted in its client's session),
-# and the queue IDs qmgr took into its active queue: what was really received
-_QUEUE_ID = r"smtpd\[\d+\]: ([0-9A-F]{6,}): client=(?![^\n]*orig_client=)"
+# the queue IDs smtpd and qmqpd logged (not a content filter's re-injection, counted in its
+# client's session), and those qmgr took into its active queue: what was really received
+_QUEUE_ID = r"(?:smtpd|qmqpd)\[\d+\]: ([0-9A-F]{6,}): client=(?![^\n]*orig_client=)"
 _QUEUED = r"qmgr\[\d+\]: ([0-9A-F]{6,}): from="
 POSTFIX_LOGS = sorted([*REAL.glob("postfix-*.log"), DATA / "lab" / "maillog.log"])
 
@@ -66,7 +66,7 @@ POSTFIX_LOGS = sorted([*REAL.glob("postfix-*.log"), DATA / "lab" / "maillog.log"
 @pytest.mark.parametrize("path", POSTFIX_LOGS, ids=lambda p: p.name)
 def test_received_messages_are_those_qmgr_queued(path: Path) -> None:
     """A queue ID smtpd logged counts as received when the message reached qmgr: not when a
-    check refused it at the end of DATA, nor when the client left or reset before DATA ended."""
+    check refused or discarded it, nor when the client left or reset before DATA ended."""
     text = path.read_text(errors="replace")
     queued = set(re.findall(_QUEUE_ID, text)) & set(re.findall(_QUEUED, text))
     pipe, _ = replay(path)

@@ -225,12 +225,14 @@ class MessageRejected(Event):
     """``QUEUEID: reject: header ...``, ``QUEUEID: milter-reject: END-OF-MESSAGE from ...``: a
     message smtpd had queued (``client=``) was refused as a whole at the end of DATA, by cleanup
     (header_checks, body_checks, a milter) or by smtpd (smtpd_data_restrictions,
-    smtpd_end_of_data_restrictions). The client got an error: nothing was received."""
+    smtpd_end_of_data_restrictions); the client got an error. Or it was discarded
+    (``discard: ...``, ``milter-discard: ...``: a DISCARD action at any stage): the client was
+    told it was delivered, but it was never queued. Either way nothing was received."""
 
     kind: ClassVar[str] = "message_rejected"
     direction: ClassVar[str] = INBOUND
     queue_id: str
-    detail: str
+    detail: str  # the action and what follows: "milter-reject: END-OF-MESSAGE from ..."
     peer: str | None  # the client, as ``from host[addr]`` names it
 
 

@@ -62,8 +62,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_received_messages_total": MetricSpec(
         "counter",
-        "Messages received by smtpd (queued, not refused at the end of DATA), by whether their "
-        "session used TLS, and its scope; counted when the session ends.",
+        "Messages received by smtpd (queued: not refused or discarded at the end of DATA), by "
+        "whether their session used TLS, and its scope; counted when the session ends.",
         ("service", "program", "tls", "scope"),
     ),
     "tlslogd_log_lines_total": MetricSpec(

@@ -81,7 +81,8 @@ _ALTERNATIVES = rf"""
  |(?P<qlost_what>lost\ connection|timeout|too\ many\ errors)\ after\ STARTTLS
    \ from\ (?P<qlost_peer>\S+)(?P<qlost>)
  |abort:\ TLS\ from\ (?P<abort_peer>\S+):\ (?P<abort_text>[^\n]*)(?P<abort>)
- |(?:milter-)?reject:\ (?P<rj_text>(?:END-OF-MESSAGE|DATA|BDAT|header|body|content)\ [^\n]*)(?P<rj>)
+ |(?P<rj_text>(?:milter-)?(?:reject:\ (?:END-OF-MESSAGE|DATA|BDAT|header|body|content)
+   |discard:\ [A-Za-z-]+)\ [^\n]*)(?P<rj>)
  |(?:to|client)=(?P<unrec>)
 )
 |(?:(?P<tls_trust>[A-Z][a-z]+)\ )?TLS\ connection\ (?:

@@ -98,6 +98,9 @@ class Entry:
     queued: list[MessageReceived] = field(default_factory=list)
     # inbound: messages a before-queue content filter has not accepted yet (NOQUEUE: client=)
     proxied: list[MessageReceived] = field(default_factory=list)
+    # inbound: messages counted at once, not held (a full queue, a before-queue filter's): the
+    # session's DATA counter counts them too
+    passed: int = 0
 
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
@@ -161,7 +164,7 @@ def _uncompleted(entry: Entry, ev: SessionEnd) -> None:
     if " commands=" not in ev.counters_text:
         return
     data, bdat = ev.counter("data"), ev.counter("bdat")
-    most = (data[0] if data else 0) + (bdat[0] if bdat else 0)
+    most = max(0, (data[0] if data else 0) + (bdat[0] if bdat else 0) - entry.passed)
     left = [m for m in (*entry.held, *entry.queued) if m.accepted]
     for message in left[most:]:
         message.accepted = False
@@ -259,7 +262,7 @@ class Correlator:
         self._proxy_library: dict[Key, TlsFailure] = {}
         # the messages sessions hold back (held, queued), by queue ID: a rejection at the end of
         # DATA names only that
-        self._waiting: dict[str, MessageReceived] = {}
+        self._waiting: dict[tuple[str | None, str], MessageReceived] = {}
         # CONNECTs not yet followed by their handshake, of tlsproxy processes whose tag was cut
         # to "postfix": their log times by process and "[addr]:port"
         self._proxy_connects: dict[tuple[Key, str], list[float]] = {}
@@ -669,7 +672,7 @@ class Correlator:
         if ev.accepted:
             self._decide(entry.proxied.pop(0), entry, emit)
         elif ev.text.startswith("END-OF-MESSAGE"):
-            entry.proxied.pop(0)  # rejected at the end of DATA: nothing was queued
+            entry.proxied.pop(0).accepted = False  # rejected at the end of DATA: not queued
 
     def _decide(self, ev: MessageReceived, entry: Entry, emit: Emit) -> None:
         """A queued message's TLS, from its session, now or when the session ends."""
@@ -683,29 +686,33 @@ class Correlator:
             # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
             # one, and the session's STARTTLS counter decides when it ends
             return
-        if ev.queue_id == "NOQUEUE" or not self._keep(entry.queued, ev):
-            emit(ev)  # (a before-queue filter's accepted message: nothing rejects it later)
+        # a before-queue filter's accepted message: nothing rejects it later; qmqpd's: no
+        # session end to wait for
+        if ev.queue_id == "NOQUEUE" or ev.service != "smtpd" or not self._keep(entry.queued, ev):
+            entry.passed += 1
+            emit(ev)
 
     def _keep(self, queue: list[MessageReceived], ev: MessageReceived) -> bool:
         """Hold a message back in one of its session's queues (False when that is full)."""
         if not _wait(queue, ev):
             return False
         if ev.queue_id != "NOQUEUE":
-            self._waiting[ev.queue_id] = ev
+            self._waiting[ev.host, ev.queue_id] = ev
         return True
 
     def _flush(self, queue: list[MessageReceived], emit: Emit) -> None:
         """Count the messages a session held back, but those not accepted after all."""
         waiting = self._waiting
         for message in queue:
-            if waiting.get(message.queue_id) is message:
-                del waiting[message.queue_id]
+            key = (message.host, message.queue_id)
+            if waiting.get(key) is message:
+                del waiting[key]
             if message.accepted:
                 emit(message)
         queue.clear()
 
     def _rejected(self, ev: MessageRejected, emit: Emit) -> None:
-        message = self._waiting.pop(ev.queue_id, None)
+        message = self._waiting.pop((ev.host, ev.queue_id), None)
         if message is not None:
             message.accepted = False
 
@@ -753,6 +760,8 @@ class Correlator:
             for message in entry.held:
                 message.tls = tls
             _uncompleted(entry, ev)
+            for message in entry.proxied:
+                message.accepted = False  # the before-queue filter never took it
             self._flush(entry.queued, emit)
             self._flush(entry.held, emit)
         emit(ev)
@@ -807,6 +816,7 @@ class Correlator:
                     "held": [_message_data(m) for m in e.held if m.accepted],
                     "queued": [_message_data(m) for m in e.queued if m.accepted],
                     "proxied": [_message_data(m) for m in e.proxied],
+                    "passed": e.passed,
                     "failure": None
                     if f is None
                     else [
@@ -861,9 +871,10 @@ class Correlator:
                 held=[_message(m) for m in item.get("held") or ()],
                 queued=[_message(m) for m in item.get("queued") or ()],
                 proxied=[_message(m) for m in item.get("proxied") or ()],
+                passed=int(item.get("passed") or 0),
             )
         self._waiting = {
-            m.queue_id: m
+            (m.host, m.queue_id): m
             for e in self._table.values()
             for m in (*e.held, *e.queued)
             if m.queue_id != "NOQUEUE"
