@@ -305,7 +305,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
-        self.source.start()
         host, port = self.settings.host_port
         try:
             sock = _listen(host, port)
@@ -314,6 +313,7 @@ class Daemon:
             self.store.close()
             log.error("cannot listen on %s: %s", self.settings.listen, exc.strerror or exc)
             return 1
+        self.source.start()  # after the listen address is ours: a busy port is the only message
         server = _Server(self._uvicorn_config(host, port))
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
         while not server.started:
