@@ -68,9 +68,11 @@ def test_received_messages_are_those_qmgr_queued(path: Path) -> None:
     """A queue ID smtpd logged counts as received when the message reached qmgr: not when a
     check refused or discarded it, nor when the client left or reset before DATA ended."""
     text = path.read_text(errors="replace")
-    queued = set(re.findall(_QUEUE_ID, text)) & set(re.findall(_QUEUED, text))
+    logged = set(re.findall(_QUEUE_ID, text))
+    queued = logged & set(re.findall(_QUEUED, text))
     pipe, _ = replay(path)
     assert pipe.stats.totals["messages_received"] == len(queued)
+    assert pipe.stats.totals["messages_not_received"] == len(logged - queued)
 
 
 SAME_STREAM = [

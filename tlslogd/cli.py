@@ -581,6 +581,11 @@ def render_table(data: dict[str, Any]) -> str:
         f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
         f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"
     )
+    if data["totals"]["messages_not_received"]:
+        add(
+            f"    not received after all: {data['totals']['messages_not_received']} queue IDs "
+            "(refused or discarded at the end of DATA, or their DATA never came or completed)"
+        )
     add(
         f"    local clients (content filters, applications): sessions {i['sessions_local']}, "
         f"messages {i['messages_local']}"

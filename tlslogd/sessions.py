@@ -701,14 +701,14 @@ class Correlator:
         return True
 
     def _flush(self, queue: list[MessageReceived], emit: Emit) -> None:
-        """Count the messages a session held back, but those not accepted after all."""
+        """Pass on the messages a session held back (those not accepted after all too: they
+        are counted as not received)."""
         waiting = self._waiting
         for message in queue:
             key = (message.host, message.queue_id)
             if waiting.get(key) is message:
                 del waiting[key]
-            if message.accepted:
-                emit(message)
+            emit(message)
         queue.clear()
 
     def _rejected(self, ev: MessageRejected, emit: Emit) -> None:

@@ -71,6 +71,7 @@ TOTALS = (
     "messages_received",
     "tls_messages_received",
     "local_messages_received",
+    "messages_not_received",
 )
 
 _KEY_CACHE_MAX = 20_000
@@ -276,6 +277,9 @@ class Stats:
             self.peers.count(peer, "inbound_no_starttls")
 
     def _received(self, ev: MessageReceived) -> None:
+        if not ev.accepted:  # refused, discarded or abandoned after smtpd logged its queue ID
+            self.totals["messages_not_received"] += 1
+            return
         self._count("received", (ev.service, ev.program, ev.tls, ev.scope))
         self.totals["messages_received"] += 1
         if ev.scope != "remote":

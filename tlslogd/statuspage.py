@@ -122,6 +122,7 @@ _TOTALS: Final[Mapping[str, str]] = {
     "plaintext_sessions": "inbound sessions without STARTTLS",
     "messages_received": "messages received",
     "tls_messages_received": "messages received over TLS",
+    "messages_not_received": "queue IDs refused, discarded or abandoned",
 }
 
 _WEAK_CIPHER_PARTS: Final = frozenset(
