@@ -506,7 +506,8 @@ def test_a_session_goes_on_after_a_rejected_message_and_its_next_one_is_received
 
 def test_a_queued_message_waits_for_its_session_and_survives_a_checkpoint() -> None:
     """The accepted message is counted when its session ends, also when tlslogd restarted
-    (checkpoint, then a new correlator) between its queue ID and the disconnect."""
+    (checkpoint, then a new correlator) between its queue ID and the disconnect; so is the
+    rejected one, as not received."""
     lines = REJECTED_THEN_ACCEPTED.splitlines(True)
     before, after = "".join(lines[:5]), "".join(lines[5:])
     pipe, _ = replay(before)
@@ -517,6 +518,7 @@ def test_a_queued_message_waits_for_its_session_and_survives_a_checkpoint() -> N
     stats = Stats()
     Pipeline(Parser(reference_time=REFERENCE_TIME), restarted, stats).feed_text(after)
     assert stats.counters["received"] == {("smtpd", "postfix/smtpd", "yes", "remote"): 1}
+    assert stats.totals["messages_not_received"] == 1  # the rejected one, before the restart
 
 
 def test_a_rejected_message_of_a_session_without_handshake_lines_is_not_received() -> None:

@@ -143,6 +143,7 @@ def _message_data(m: MessageReceived) -> list[Any]:
         m.sasl_method,
         m.scope,
         m.tls,
+        m.accepted,
     ]
 
 
@@ -151,6 +152,8 @@ def _message(data: list[Any]) -> MessageReceived:
     message.scope = data[8]
     if len(data) > 9:  # older checkpoints kept only undecided ones
         message.tls = data[9]
+    if len(data) > 10:
+        message.accepted = bool(data[10])
     return message
 
 
@@ -813,8 +816,8 @@ class Correlator:
                     "offered_qid": e.offered_qid,
                     "started": e.started,
                     "local": e.local,
-                    "held": [_message_data(m) for m in e.held if m.accepted],
-                    "queued": [_message_data(m) for m in e.queued if m.accepted],
+                    "held": [_message_data(m) for m in e.held],
+                    "queued": [_message_data(m) for m in e.queued],
                     "proxied": [_message_data(m) for m in e.proxied],
                     "passed": e.passed,
                     "failure": None
@@ -877,5 +880,5 @@ class Correlator:
             (m.host, m.queue_id): m
             for e in self._table.values()
             for m in (*e.held, *e.queued)
-            if m.queue_id != "NOQUEUE"
+            if m.queue_id != "NOQUEUE" and m.accepted
         }
