@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LAB_LOG
+from tests.conftest import DATA, LAB_LOG
 from tlslogd import summary as summaries
 from tlslogd.config import Settings
 from tlslogd.daemon import Daemon
@@ -237,6 +237,14 @@ def test_lab_adoption_figures_are_the_summary_s(lab: tuple[dict[str, Any], Page]
     assert page.value("messages-tls-percent") == inbound["tls_message_percent"] == 93.88
     assert page.value("messages-tls") == 46
     assert page.value("messages-plaintext") == 3
+
+
+def test_the_messages_card_says_how_many_queue_ids_were_not_received(tmp_path: Path) -> None:
+    # the real Postfix log of abandoned transactions: 12 queue IDs, 6 of them queued
+    text = (DATA / "real" / "postfix-3.7-abandoned.log").read_text()
+    page = Page(render_status(*build(tmp_path, text)))
+    assert (page.value("messages-tls"), page.value("messages-plaintext")) == (3, 3)
+    assert page.value("messages-not-received") == 6
 
 
 def test_a_lab_on_loopback_is_told_how_to_count_its_peers(tmp_path: Path) -> None:

@@ -479,7 +479,7 @@ def _all_local_hint(local: int, remote: int, what: str) -> str:
     )
 
 
-def _messages_card(inb: Mapping[str, Any], started: str) -> str:
+def _messages_card(inb: Mapping[str, Any], not_received: int, started: str) -> str:
     messages = inb.get("messages", {})
     pct = inb.get("tls_message_percent")
     rows = [
@@ -497,7 +497,10 @@ def _messages_card(inb: Mapping[str, Any], started: str) -> str:
         f'{_meter(pct)}<p class="note">Queued by smtpd since {started}.</p>'
         f"{_dl(rows, bad=('messages-plaintext',))}"
         f'<p class="note">Not counted: <span id="messages-local"'
-        f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients.</p></section>"
+        f"{_attrs(data_value=local)}>{_count(local)}</span> from local clients, "
+        f'<span id="messages-not-received"{_attrs(data_value=not_received)}>'
+        f"{_count(not_received)}</span> refused, discarded or abandoned after their queue ID."
+        "</p></section>"
     )
 
 
@@ -926,7 +929,7 @@ def render_status(
 <main>
 {_outbound_card(adoption.get("outbound", {}), since, evidence)}
 {_inbound_card(adoption.get("inbound", {}), since, evidence)}
-{_messages_card(adoption.get("inbound", {}), since)}
+{_messages_card(adoption.get("inbound", {}), _int(totals.get("messages_not_received")), since)}
 {_legacy_card(summary, totals, evidence)}
 {_census("protocol", "TLS protocols", handshakes.get("protocol", {}), census_note, evidence)}
 {_census("key_exchange", "Key exchange", handshakes.get("key_exchange", {}), census_note, evidence)}
