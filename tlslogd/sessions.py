@@ -159,13 +159,11 @@ def _message(data: list[Any]) -> MessageReceived:
 
 def _uncompleted(entry: Entry, ev: SessionEnd) -> None:
     """Mark the messages of an ending session that were never queued: more of them are left
-    than the session's counters (Postfix 3.0+; a command the session never sent is left out)
+    than its Postfix 3.0+ command counters (a command the session never sent is left out)
     count successful DATA and BDAT commands. The client left in the middle of DATA (``lost
     connection after DATA``), abandoned the transaction (RSET) or the message was refused at
     the end of DATA. BDAT counts chunks, of which a message has one or more: the sum is an
     upper bound. The counters do not say which messages: the last ones are marked."""
-    if " commands=" not in ev.counters_text:
-        return
     data, bdat = ev.counter("data"), ev.counter("bdat")
     most = max(0, (data[0] if data else 0) + (bdat[0] if bdat else 0) - entry.passed)
     left = [m for m in (*entry.held, *entry.queued) if m.accepted]
@@ -762,7 +760,8 @@ class Correlator:
             tls = _MESSAGE_TLS.get(ev.starttls, "unknown")
             for message in entry.held:
                 message.tls = tls
-            _uncompleted(entry, ev)
+            if modern:
+                _uncompleted(entry, ev)
             for message in entry.proxied:
                 message.accepted = False  # the before-queue filter never took it
             self._flush(entry.queued, emit)

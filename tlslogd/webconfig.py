@@ -89,12 +89,12 @@ _TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
 
-# Go's names (crypto/tls.CipherSuites) of the TLS 1.0-1.2 suites, with their OpenSSL names.
 # TLS 1.2 without cipher_suites: ECDHE key exchange only, as Go's defaults since 1.22. Python's
 # own default list (Debian's build, for one) also offers RSA key exchange, which has no forward
 # secrecy and would let a client that shares no curve with curve_preferences in anyway.
 _DEFAULT_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
+# Go's names (crypto/tls.CipherSuites) of the TLS 1.0-1.2 suites, with their OpenSSL names.
 _CIPHER_SUITES: dict[str, str] = {
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
     "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
