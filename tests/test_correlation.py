@@ -404,6 +404,67 @@ def test_when_our_own_tls_engine_is_off_its_clients_are_not_blamed() -> None:
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
 
 
+def test_an_smtps_client_dropped_because_our_tls_is_broken_is_a_failed_session() -> None:
+    """sovereign#31: the smtps smtpd's key does not match its certificate (logged when the
+    process starts), then a wrapper-mode client is dropped. Postfix 2.9 logs no counters: the
+    session failed, by our doing (engine), not "unknown"; the process's own failure counts once
+    and the dropped client's once."""
+    pipe, events = replay(wild_block("sessions.log", "sovereign/sovereign/issues/31"))
+    pipe.finish()
+    (end,) = [e for e in events if isinstance(e, SessionEnd)]
+    assert end.starttls == "failed"
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
+    assert failures(pipe.stats)["inbound"] == {"engine": 2}
+    assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["80.83.52.2"]
+
+
+def test_an_sni_certificate_that_does_not_load_is_one_engine_failure_of_the_session() -> None:
+    """mailcow#3407: smtpd cannot load the SNI certificate the client asked for and aborts its
+    handshake; the SSL_accept error, the library's "callback failed" and the lost connection
+    are that one failure, ours (engine), counted once and for the client's session. The process
+    is not broken for its next clients, which may ask for no SNI name."""
+    block = wild_block("sessions.log", "mailcow/mailcow-dockerized/issues/3407")
+    pipe, _ = replay(block)
+    pipe.finish()
+    assert pipe.stats.totals["tls_failures"] == 1
+    assert failures(pipe.stats)["inbound"] == {"engine": 1}
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
+    (peer,) = pipe.stats.peers.query(category="tls_failure")
+    assert "mail-lj1-x231.google.com" in peer.key
+    # the next client of the same process whose handshake fails is counted as its own failure
+    again = "".join(
+        line
+        for line in block.splitlines(True)
+        if "SNI data" not in line and "not replacing" not in line
+    )
+    pipe, _ = replay(block + again.replace("14:02:29", "14:02:31"))
+    pipe.finish()
+    assert failures(pipe.stats)["inbound"] == {"engine": 1, "handshake": 1}
+
+
+def test_an_alert_after_starttls_succeeded_is_a_cipher_failure_of_a_tls_session() -> None:
+    """docker-mailserver#732: GMX sends alert 71 (insufficient security) and leaves; the
+    counters say STARTTLS succeeded (no handshake summary at smtpd_tls_loglevel 0)."""
+    pipe, _ = replay(wild_block("sessions.log", "docker-mailserver/issues/732"))
+    pipe.finish()
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1}
+    assert failures(pipe.stats)["inbound"] == {"cipher": 1}
+
+
+def test_a_policy_map_entry_postfix_cannot_use_names_the_mx_of_the_destination() -> None:
+    """postfix-mta-sts-resolver#66: the map's warning names the next-hop domain, the policy
+    lookup after it the MX host: one policy failure, for the MX."""
+    pipe, _ = replay(wild_block("failures.log", "postfix-mta-sts-resolver/issues/66"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"policy": 1}
+    (peer,) = pipe.stats.peers.query(category="tls_failure")
+    assert peer.key == "gmail-smtp-in.l.google.com"
+    # alone, the map's warning names the next-hop domain
+    pipe, _ = replay(sample_lines("wild-failures.log", '"!SSLv3": missing'))
+    pipe.finish()
+    assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["gmail.com"]
+
+
 def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:
     """OpenSSL 3 with Postfix before 3.7.4 logs 'unexpected eof while reading' when a client
     hangs up without close_notify (mlan/docker-postfix#1), here after the lab's first smtps

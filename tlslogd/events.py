@@ -17,7 +17,7 @@ OUTBOUND = "outbound"
 # Closed set of failure reasons (see README, "Failure reasons").
 REASONS = (
     "protocol",  # no common protocol version (e.g. a TLSv1-only client refused)
-    "cipher",  # no shared cipher or signature algorithm
+    "cipher",  # no shared cipher or signature algorithm, or too weak for the peer
     "certificate",  # peer certificate missing, untrusted, expired or not matching the policy
     "lost_connection",  # the peer went away during the handshake
     "timeout",  # nothing followed STARTTLS in time
@@ -107,7 +107,8 @@ class TlsFailure(Event):
     peer: str | None
     reason: str
     detail: str
-    source: str  # which kind of line: ssl_error, library, tlsproxy, lost, cert, reason, abort, ...
+    # which kind of line: ssl_error, library, tlsproxy, lost, cert, reason, abort, policy_map, ...
+    source: str
     queue_id: str | None = None
 
 

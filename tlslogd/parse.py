@@ -119,7 +119,8 @@ _ALTERNATIVES = rf"""
  |Wrapper-mode\ request\ dropped\ from\ (?P<wm_peer>\S+)\ for\ service\ [^\s.]+\.
   \ ?(?P<wm_text>[^\n]*)(?P<wrapper>)
  |TLS\ policy\ lookup\ for\ [^/\s]+/(?P<pl_host>[^\s/]+?):\ (?P<pl_text>[^\n]*)(?P<policy>)
- |(?P<pm_text>(?:smtp|lmtp)_tls_policy_maps,\ [^\n]*)(?P<policymap>)
+ |(?P<pm_text>(?:smtp|lmtp)_tls_policy_maps,\ (?:next-hop\ destination\ "(?P<pm_dest>[^"\n]+)")?
+   [^\n]*)(?P<policymap>)
 )
 """
 
@@ -495,6 +496,8 @@ _LIB_REASONS: Final = (
     ("no suitable signature", "cipher"),
     ("no shared signature", "cipher"),
     ("no suitable key share", "cipher"),
+    ("legacy sigalg", "cipher"),
+    ("insufficient security", "cipher"),  # alert 71: the peer wants stronger parameters
     ("inappropriate fallback", "protocol"),
     ("certificate", "certificate"),
     ("unknown ca", "certificate"),
@@ -1173,10 +1176,11 @@ class Parser:
     ) -> Event:
         """A TLS policy that cannot be used: a lookup error or a malformed smtp_tls_policy_maps
         entry. The deferral that follows in the same process is the same failure."""
-        text = m.group("pl_text") or m.group("pm_text")
-        return TlsFailure(
-            host, tag, svc, pid, ts, OUTBOUND, m.group("pl_host"), "policy", text, "policy"
-        )
+        if m.group("pl_text") is not None:
+            peer, text, source = m.group("pl_host"), m.group("pl_text"), "policy"
+        else:  # the map's entry names only the next-hop; the policy lookup after it, the MX
+            peer, text, source = m.group("pm_dest"), m.group("pm_text"), "policy_map"
+        return TlsFailure(host, tag, svc, pid, ts, OUTBOUND, peer, "policy", text, source)
 
     def _master_started(
         self,

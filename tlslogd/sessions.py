@@ -56,7 +56,9 @@ Emit = Callable[[Outcome], None]
 Key = tuple[str | None, str, int | None]
 
 # How specific a failure reason is: a later line may refine a generic reason, never the reverse.
-_SPECIFIC = {"handshake": 0, "lost_connection": 1, "timeout": 1}
+# which reason a failure of several lines keeps: the most specific; our own broken TLS setup
+# over what the peer saw of it
+_SPECIFIC = {"handshake": 0, "lost_connection": 1, "timeout": 1, "engine": 3}
 _SWEEP_EVERY = 60.0  # seconds of log time between expiry sweeps
 _SLACK = 2.0  # whole-second timestamps and two-digit delays: widen windows by this much
 _PROXY_HANDSHAKE_SECONDS = 300.0  # tlsproxy's handshake ends within smtp_starttls_timeout
@@ -177,8 +179,8 @@ def merge_failure(first: TlsFailure, later: TlsFailure) -> TlsFailure:
         first.reason = later.reason
     if later.detail and later.detail not in first.detail:
         first.detail = f"{first.detail}; {later.detail}" if first.detail else later.detail
-    if first.peer is None:
-        first.peer = later.peer
+    if first.peer is None or (first.source == "policy_map" and later.source == "policy"):
+        first.peer = later.peer  # the policy lookup names the MX host, the map only the next-hop
     if first.queue_id is None:
         first.queue_id = later.queue_id
     return first
@@ -521,7 +523,15 @@ class Correlator:
             return
         key = (ev.host, ev.program, ev.pid)
         if ev.source == "engine":
-            # complete in itself, counted once per process, and not a peer's doing
+            session = self._table.get(key)
+            if session is not None and session.started and session.tls is None:
+                # during an smtpd session (an smtps client dropped, an SNI certificate that does
+                # not load): this session's handshake failed, by our doing; counted at its end
+                pending = session.failure
+                session.failure = ev if pending is None else merge_failure(pending, ev)
+                return
+            # at a process's start: complete in itself, counted once per process, and not a
+            # peer's doing
             if len(self._engine_down) >= 1024:
                 self._engine_down.clear()
             self._engine_down.add(key)

@@ -74,14 +74,14 @@ _PEER_SECTIONS: Final[Mapping[str, tuple[str, str, str]]] = {
 
 _REASONS: Final[Mapping[str, str]] = {
     "protocol": "no common protocol version",
-    "cipher": "no shared cipher or signature algorithm",
+    "cipher": "no shared cipher or signature algorithm, or too weak for the peer",
     "certificate": "certificate missing, untrusted, expired or not matching the policy",
     "lost_connection": "the peer went away during the handshake",
     "timeout": "nothing followed STARTTLS in time",
     "not_offered": "TLS required, the server did not offer STARTTLS",
     "refused": "STARTTLS refused",
     "engine": "our own TLS engine or configuration is broken",
-    "policy": "DANE/TLSA policy lookup failed",
+    "policy": "a TLS policy that cannot be used (DANE/TLSA, policy maps)",
     "handshake": "other handshake failure",
 }
 
