@@ -4,6 +4,7 @@ logs built from real line shapes (thresholds, failures, mixed relays, protocol r
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,30 @@ def test_advise_command_on_files_and_on_the_daemons_state_agree(tmp_path: Path) 
     assert files["proposals"] == saved["proposals"]
     # secure: the six lab-CA next hops (five known by address only); encrypt: .5 and .10
     assert files["candidates"] == {"secure": 6, "encrypt": 2, "remove_none": 1, "may": 6}
+
+
+def test_advise_on_a_state_file_that_is_not_tlslogds_is_one_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for content in (b"random bytes, not a database" * 40, None):
+        db = state / "state.db"
+        db.unlink(missing_ok=True)
+        if content is not None:
+            db.write_bytes(content)
+        else:  # a SQLite file of another program
+            other = sqlite3.connect(db)
+            other.execute("CREATE TABLE something (x)")
+            other.commit()
+            other.close()
+        result = subprocess.run(
+            [sys.executable, "-m", "tlslogd", "advise", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"tlslogd: {db}: not a usable tlslogd state file (")
+        assert "Traceback" not in result.stderr
 
 
 def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> None:

@@ -472,3 +472,44 @@ def test_a_busy_listen_address_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Two daemons sharing a state file would mix two logs' totals and positions in it for
+    good (one tlslogd per Postfix instance, both left on the default state directory)."""
+    state = tmp_path / "state"
+    first_log, other_log = tmp_path / "mail.log", tmp_path / "other.log"
+    first_log.write_text("".join(LAB_LINES[:40]))
+    other_log.write_text("".join(LAB_LINES[40:100]))
+    first = run_daemon(daemons, first_log, state, "--from-start")
+    assert first.wait_lines(40)["lines"] == 40
+    assert first.proc is not None
+    second = Daemon(other_log, state, "--from-start")
+    result = subprocess.run(second.command(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"in use by another tlslogd (pid {first.proc.pid})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert first.stop() == 0
+    # the first one's state is its own: restarted, it has its 40 lines and nothing of the other
+    again = run_daemon(daemons, first_log, state)
+    assert again.totals()["lines"] == 40
+
+
+def test_a_web_config_whose_certificate_is_missing_is_one_clear_error(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {tmp_path}/none.crt\n  key_file: {tmp_path}/none.key\n"
+    )
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:10]))
+    daemon = Daemon(log, tmp_path / "state", "--web-config", str(web))
+    for command in (
+        daemon.command(),
+        [*daemon.command()[:3], "check-config", *daemon.command()[4:]],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, command
+        assert f"tls_server_config.cert_file: cannot read {tmp_path}/none.crt" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from tlslogd import __version__, summary
 from tlslogd.config import ConfigError, Settings, effective, load_settings
@@ -27,8 +27,12 @@ from tlslogd.peers import CATEGORIES, PeerTable, row_seen
 from tlslogd.pipeline import Pipeline
 from tlslogd.records import to_record
 from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.state import StateError
 from tlslogd.stats import Stats
 from tlslogd.web import BadRequest, parse_since
+
+if TYPE_CHECKING:
+    from tlslogd.webconfig import WebConfig
 
 CHUNK = 1 << 20
 # events ``tlslogd parse`` keeps back behind a message its session has not decided yet
@@ -214,20 +218,34 @@ def _run(args: argparse.Namespace) -> int:
             report = audit.audit_config_dir(directory)
             return [(r.check, r.status) for r in report.results]
 
-    from tlslogd.webconfig import WebConfigError, load_web_config
-
-    web = None
-    if settings.web_config is not None:
-        try:
-            web = load_web_config(settings.web_config)
-        except WebConfigError as exc:
-            raise ConfigError(str(exc)) from exc
+    web = _web_config(settings)
     notifier = SystemdNotifier.from_environ(os.environ)
-    return asyncio.run(Daemon(settings, notifier=notifier, audit=auditor, web=web).run())
+    try:
+        daemon = Daemon(settings, notifier=notifier, audit=auditor, web=web)
+    except StateError as exc:
+        print(f"tlslogd: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(daemon.run())
+
+
+def _web_config(settings: Settings) -> WebConfig | None:
+    """The web config, checked as far as it can be before serving: the YAML, and the files it
+    names (the certificate and key load, the client CAs parse)."""
+    from tlslogd.webconfig import WebConfigError, build_ssl_context, load_web_config
+
+    if settings.web_config is None:
+        return None
+    try:
+        web = load_web_config(settings.web_config)
+        build_ssl_context(web)
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    return web
 
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _web_config(settings)
     for key, value in effective(settings).items():
         print(f"{key} = {json.dumps(value)}")
     return 0
@@ -438,7 +456,10 @@ def _advise(args: argparse.Namespace) -> int:
         path = (args.state_dir or Path("/var/lib/tlslogd")) / "state.db"
         if not path.exists():
             raise ConfigError(f"{path}: no state file (give log files, or --state-dir)")
-        saved = read_saved(path)
+        try:
+            saved = read_saved(path)
+        except StateError as exc:
+            raise ConfigError(str(exc)) from exc
         stats = Stats(peers=PeerTable(max_peers=10**9), destinations=DestinationTable(10**9))
         if saved is not None:
             stats.restore(saved.stats)

@@ -9,8 +9,10 @@ totals. A state file that is corrupt or not tlslogd's is moved aside with a clea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -74,20 +76,49 @@ def _load(db: sqlite3.Connection) -> Saved | None:
 
 def read_saved(path: Path) -> Saved | None:
     """The last checkpoint of a state file, opened read-only (a running daemon may be writing
-    it; SQLite's WAL lets both work). None when there is no checkpoint yet."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    it; SQLite's WAL lets both work). None when there is no checkpoint yet; StateError when
+    the file is not a readable tlslogd state file."""
     try:
-        return _load(db)
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return _load(db)
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"{path}: not a usable tlslogd state file ({exc})") from exc
 
 
 class StateStore:
+    """The daemon's state file, its own: a second daemon on the same file would mix two logs'
+    totals and positions in it, so the store holds an exclusive lock (``state.db.lock``) while
+    it is open, and a second daemon on the same state directory refuses to start."""
+
     def __init__(self, path: Path, logger: logging.Logger | None = None) -> None:
         self.path = path
         self.log = logger or logging.getLogger("tlslogd.state")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._open()
+        self._lock_fd = self._lock()
+        try:
+            self._db = self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _lock(self) -> int:
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(
+                f"{self.path} is in use by another tlslogd (pid {holder}): give each daemon "
+                "its own state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -194,3 +225,6 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # and with it the lock
+            self._lock_fd = -1
