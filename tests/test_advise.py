@@ -11,7 +11,7 @@ from pathlib import Path
 
 from publicsuffixlist import PublicSuffixList
 
-from tests.conftest import LAB_LOG, REFERENCE_TIME
+from tests.conftest import DATA, LAB_LOG, REFERENCE_TIME
 from tlslogd import summary
 from tlslogd.advise import Advice, Thresholds, advise, render_policy_map
 from tlslogd.parse import Parser
@@ -245,6 +245,29 @@ def test_advise_on_a_state_file_that_is_not_tlslogds_is_one_clear_error(tmp_path
         assert result.returncode == 2
         assert result.stderr.startswith(f"tlslogd: {db}: not a usable tlslogd state file (")
         assert "Traceback" not in result.stderr
+
+
+def test_a_plaintext_retry_after_a_failed_handshake_counts_that_failure() -> None:
+    """Postfix 3.10 (trixie): two attempts of one message to [127.0.99.6]:2526, each after an
+    SSL_connect error; the first deferred, the second retried in plaintext and sent. Both
+    attempts' TLS failed, as the report counts them, not only the deferred one."""
+    log = DATA / "real" / "postfix-3.10-trixie.log"
+    text = log.read_text()
+    assert text.count("SSL_connect error to 127.0.99.6[127.0.99.6]:2526") == 2
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "advise", "--local-networks", "", "--format=json", log],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (proposal,) = [
+        p for p in json.loads(result.stdout)["proposals"] if p["destination"] == "[127.0.99.6]:2526"
+    ]
+    assert proposal["evidence"]["tls_failures"] == 2
+    assert proposal["evidence"]["offered_not_used"] == 1
+    assert proposal["reason"].startswith(
+        "TLS failed 2 times and Postfix fell back to plaintext once"
+    )
 
 
 def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> None:

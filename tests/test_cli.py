@@ -297,6 +297,15 @@ def test_report_header_says_what_was_counted_and_bad_ranges_are_refused() -> Non
     assert tlslogd("demo", "--speed", "0").returncode == 2
 
 
+def test_report_of_a_file_that_is_no_mail_log_says_so(tmp_path: Path) -> None:
+    binary = tmp_path / "state.db"
+    binary.write_bytes(bytes(range(256)) * 40)
+    result = tlslogd("report", str(binary))
+    assert result.returncode == 0
+    assert "is this a Postfix mail log?" in result.stderr
+    assert "is this a Postfix mail log?" not in tlslogd("report", str(LAB_LOG)).stderr
+
+
 def test_report_says_why_many_deliveries_are_unknown() -> None:
     # the lab log as a server with smtp_tls_loglevel = 0 writes it: no outbound summaries
     level0 = "".join(

@@ -513,3 +513,23 @@ def test_a_web_config_whose_certificate_is_missing_is_one_clear_error(tmp_path: 
         assert result.returncode == 2, command
         assert f"tls_server_config.cert_file: cannot read {tmp_path}/none.crt" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_an_unrecognised_line_is_counted_and_quoted_without_its_control_characters(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # a handshake summary whose tail is binary junk (a file appended to the maillog)
+    junk = "Nov 26 09:12:01 mx postfix/smtpd[4242]: TLS connection \x1b[2J\x00\x07 lost\n"
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:10]) + junk)
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start")
+    d.wait_lines(11)
+    _, text = d.get("/metrics")
+    assert metric(text, "tlslogd_log_lines_total", result="unrecognised") == 1
+    assert d.stop() == 0
+    output = d.output()
+    assert (
+        "unrecognised log line (1 so far): Nov 26 09:12:01 mx postfix/smtpd[4242]: "
+        "TLS connection \\x1b[2J\\x00\\x07 lost" in output
+    )
+    assert "\x1b" not in output and "\x00" not in output

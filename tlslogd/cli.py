@@ -419,6 +419,13 @@ def _report(args: argparse.Namespace) -> int:
         print("\r" + " " * 20 + "\r", end="", file=sys.stderr)
     result = report_data(pipe.stats, args.top)
     result["window"] = {"since": summary.iso(pipe.since), "until": summary.iso(pipe.until)}
+    lines = pipe.stats.lines
+    if lines["ignored"] and not lines["event"] and not lines["unrecognised"]:
+        print(
+            f"tlslogd report: warning: not one of the {lines['ignored']} lines is a Postfix TLS, "
+            "session or delivery line: is this a Postfix mail log?",
+            file=sys.stderr,
+        )
     if args.format == "json":
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -600,12 +607,14 @@ def render_table(data: dict[str, Any]) -> str:
         add(f"    {note}")
     add(
         f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
-        f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext)"
+        f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext, "
+        f"{msgs.get('unknown', 0)} unknown)"
     )
-    if data["totals"]["messages_not_received"]:
+    not_received = data["totals"]["messages_not_received"]
+    if not_received:
         add(
-            f"    not received after all: {data['totals']['messages_not_received']} queue IDs "
-            "(refused or discarded at the end of DATA, or their DATA never came or completed)"
+            f"    not received after all: {not_received} queue ID{'' if not_received == 1 else 's'}"
+            " (refused or discarded at the end of DATA, or their DATA never came or completed)"
         )
     add(
         f"    local clients (content filters, applications): sessions {i['sessions_local']}, "

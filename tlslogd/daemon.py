@@ -42,6 +42,9 @@ log = logging.getLogger("tlslogd")
 
 STATE_FILE = "state.db"
 _UNRECOGNISED_SAMPLES = 10  # log this many unrecognised lines, then one in every 1000
+# control characters of a line quoted in tlslogd's own log, escaped: a binary file appended to
+# the maillog must not write terminal escapes or NULs into the journal
+_ESCAPE = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
 
 
 class _Server(uvicorn.Server):
@@ -204,7 +207,8 @@ class Daemon:
         self._unrecognised_seen += 1
         n = self._unrecognised_seen
         if n <= _UNRECOGNISED_SAMPLES or n % 1000 == 0:
-            log.warning("unrecognised log line (%d so far): %.300s", n, ev.line)
+            text = (ev.line or "")[:300].translate(_ESCAPE)
+            log.warning("unrecognised log line (%d so far): %s", n, text)
 
     # -- what the collector and the web app read ------------------------------------------------
 

@@ -129,6 +129,9 @@ class Delivery(Event):
     reason: str | None = None  # a failure reason when the status text is a TLS failure
     tls: str = "unknown"  # decided by the correlator: yes | no | unknown
     offered: bool = False  # decided by the correlator: plaintext to a server offering STARTTLS
+    # decided by the correlator: a TLS attempt of this delivery failed (this line says so, or
+    # the lines before it: a plaintext retry after a failed handshake)
+    tls_failed: bool = False
     # decided by the correlator: local (socket, loopback, a local agent) | remote; None for
     # relay=none (no connection was made)
     scope: str | None = "remote"

@@ -45,7 +45,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_deliveries_total": MetricSpec(
         "counter",
-        "Delivery attempts logged by smtp/lmtp, by status and whether they went over TLS.",
+        "Delivery attempts logged by smtp/lmtp, one per recipient, by status and whether they "
+        'went over TLS (mail that went out in plaintext: status="sent", tls="no").',
         ("service", "program", "status", "tls", "scope"),
     ),
     "tlslogd_offered_plaintext_deliveries_total": MetricSpec(

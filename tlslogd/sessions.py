@@ -90,6 +90,9 @@ class Entry:
     offered_ts: float | None = None
     offered_qid: str | None = None
     failure: TlsFailure | None = None  # a failed attempt whose last line may not be logged yet
+    # outbound: the message whose TLS attempt failed ("Cannot start TLS"): its deliveries that
+    # follow (the plaintext retry, another MX) had a failed TLS attempt
+    failed_qid: str | None = None
     started: bool = False  # inbound: ``connect from`` was seen
     local: bool = False  # inbound: the client is in the local networks (a content filter, ...)
     # inbound: messages whose TLS only the session's end can tell (no handshake line logged)
@@ -483,8 +486,19 @@ class Correlator:
                 ev.tls = decided
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
-        emit(ev)
         pending = entry.failure
+        if entry.failed_qid != qid:
+            entry.failed_qid = None
+        ev.tls_failed = (
+            ev.reason is not None
+            or entry.failed_qid is not None
+            or (
+                pending is not None
+                and pending.queue_id in (None, qid)
+                and pending.reason != "certificate"
+            )
+        )
+        emit(ev)
         if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
             entry.failure = None  # our TLS engine is off: counted once, and not the server's
         elif ev.reason is not None:
@@ -563,6 +577,7 @@ class Correlator:
             emit(merge_failure(pending, ev) if pending is not None else ev)
             entry.failure = None
             entry.tls = None
+            entry.failed_qid = ev.queue_id
             return
         if pending is None:
             entry.failure = ev
@@ -823,6 +838,7 @@ class Correlator:
                     "offered": e.offered,
                     "offered_ts": e.offered_ts,
                     "offered_qid": e.offered_qid,
+                    "failed_qid": e.failed_qid,
                     "started": e.started,
                     "local": e.local,
                     "held": [_message_data(m) for m in e.held],
@@ -877,6 +893,7 @@ class Correlator:
                 offered=item.get("offered"),
                 offered_ts=item.get("offered_ts"),
                 offered_qid=item.get("offered_qid"),
+                failed_qid=item.get("failed_qid"),
                 failure=None if failure is None else TlsFailure(*failure),
                 started=bool(item.get("started")),
                 local=bool(item.get("local")),

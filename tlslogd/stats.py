@@ -235,7 +235,7 @@ class Stats:
             status=status,
             tls=ev.tls,
             offered=ev.offered,
-            failure=ev.reason is not None,
+            failure=ev.tls_failed,
             trust=ev.tls_trust,
             protocol=ev.tls_protocol,
             legacy=legacy,
