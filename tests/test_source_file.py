@@ -760,6 +760,30 @@ def test_watch_delivers_an_append_long_before_the_poll(log: Path) -> None:
     assert elapsed < 2
 
 
+def test_watchdogs_race_after_a_replaced_watch_is_not_an_error_in_the_journal(
+    log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replacing the watch (appends on or off) can leave watchdog's old emitter thread one read
+    that logs an ERROR about an inactive thread; harmless, and dropped. Its other messages
+    still come through."""
+    log.write_bytes(lines(1))
+    watchdog_log = logging.getLogger("watchdog.observers.inotify")
+
+    async def scenario() -> None:
+        source = FileSource(log, position=None, from_start=True, poll_interval=30.0)
+        chunks = source.chunks()
+        await asyncio.wait_for(anext(chunks), 5)
+        watchdog_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        watchdog_log.error("inotify watch limit reached")
+        source.close()
+
+    with caplog.at_level(logging.ERROR, logger="watchdog"):
+        run_chunks(scenario)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("watchdog")] == [
+        "inotify watch limit reached"
+    ]
+
+
 def test_watch_notices_rotation(log: Path) -> None:
     log.write_bytes(lines(1))
 
