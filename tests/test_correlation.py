@@ -465,6 +465,25 @@ def test_a_policy_map_entry_postfix_cannot_use_names_the_mx_of_the_destination()
     assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["gmail.com"]
 
 
+def test_a_client_is_not_blamed_for_a_starttls_its_smtpd_never_offered() -> None:
+    """Postfix 3.7 (the policy log): two sessions with EHLO and no STARTTLS, from an smtpd of
+    which no client ever used or tried STARTTLS: whether it was offered is unknown, and the
+    client is not listed as one that never used it. After a session of the same smtpd that did
+    use STARTTLS (the lab's first, same host and tag), the same two sessions did not use it."""
+    policy = (DATA / "real" / "postfix-3.7-policy.log").read_text()
+    pipe, _ = replay(policy)
+    pipe.finish()
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"unknown": 2}
+    assert pipe.stats.peers.query(category="inbound_no_starttls") == []
+    lab = LAB_LOG.read_text().splitlines(keepends=True)
+    first_tls = [line for line in lab[:7] if "postfix/smtpd[29878]" in line]
+    assert "starttls=1" in first_tls[-1] and "connect from" in first_tls[0]
+    pipe, _ = replay("".join(first_tls) + policy)
+    pipe.finish()
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1, "not_used": 2}
+    assert [p.key for p in pipe.stats.peers.query(category="inbound_no_starttls")] == ["127.0.0.1"]
+
+
 def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:
     """OpenSSL 3 with Postfix before 3.7.4 logs 'unexpected eof while reading' when a client
     hangs up without close_notify (mlan/docker-postfix#1), here after the lab's first smtps

@@ -261,6 +261,9 @@ class Correlator:
         # (log host, Postfix instance, direction) seen logging a handshake summary: the
         # instance's smtpd_tls_loglevel / smtp_tls_loglevel is at least 1
         self._logging_tls: set[tuple[str | None, str, str]] = set()
+        # (log host, syslog tag) of smtpd services seen offering STARTTLS: a session used or
+        # tried it. Only there does a client that spoke EHLO without STARTTLS "not use" it
+        self._offering_tls: set[tuple[str | None, str]] = set()
         # processes that logged that their own TLS engine is off ("disabling TLS support"):
         # their clients' failed STARTTLS is that failure again, not the clients'
         self._engine_down: set[Key] = set()
@@ -323,6 +326,8 @@ class Correlator:
                 self._logging_tls.clear()
             self._logging_tls.add((ev.host, _instance(ev.program), ev.direction))
             self._engine_down.discard((ev.host, ev.program, ev.pid))
+            if ev.direction == INBOUND:
+                self._offers_tls(ev)
         if ev.direction == OUTBOUND:
             self._outbound_tls(ev, emit)
         else:
@@ -622,6 +627,12 @@ class Correlator:
         local = entry.local if entry is not None and entry.started else self._local_peer(peer)
         return "local" if local else "remote"
 
+    def _offers_tls(self, ev: Event) -> None:
+        """Note that ``ev``'s smtpd offers STARTTLS (one of its clients used or tried it)."""
+        if len(self._offering_tls) >= 1024:
+            self._offering_tls.clear()
+        self._offering_tls.add((ev.host, ev.program))
+
     def _logs_tls(self, ev: Event, direction: str) -> bool:
         """Whether ``ev``'s Postfix instance was seen logging a handshake in ``direction``: only
         then is the absence of one evidence (its TLS loglevel is at least 1)."""
@@ -747,6 +758,8 @@ class Correlator:
         entry = self._table.pop(key, None)
         starttls = ev.counter("starttls")
         modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
+        if starttls is not None or (entry is not None and entry.tls is not None):
+            self._offers_tls(ev)
         failure = entry.failure if entry is not None else None
         ev.scope = self._client_scope(entry, ev.peer)
         if entry is not None and entry.tls is not None:
@@ -775,7 +788,10 @@ class Correlator:
             # implicit TLS from the first byte, and with smtpd_tls_loglevel = 0 no line says so
             ev.starttls = "unknown"
         elif ev.counter("ehlo") is not None:
-            ev.starttls = "not_used"
+            # EHLO without STARTTLS: not used, where this smtpd is seen offering STARTTLS;
+            # before that, or where it never does (TLS off for this service), unknown
+            offering = (ev.host, ev.program) in self._offering_tls
+            ev.starttls = "not_used" if offering else "unknown"
         else:
             ev.starttls = "no_ehlo"
         succeeded = starttls is not None and starttls[0] >= starttls[1] > 0
@@ -867,6 +883,9 @@ class Correlator:
             "next_sweep": self._next_sweep,
             "entries": entries,
             "logging_tls": sorted(self._logging_tls, key=lambda k: (k[0] or "", k[1], k[2])),
+            "offering_tls": sorted(
+                ([*k] for k in self._offering_tls), key=lambda k: (k[0] or "", k[1])
+            ),
             "engine_down": sorted(
                 ([*k] for k in self._engine_down), key=lambda k: (k[0] or "", k[1], k[2] or 0)
             ),
@@ -881,6 +900,7 @@ class Correlator:
         self._engine_down = {
             (host, program, pid) for host, program, pid in data.get("engine_down", ())
         }
+        self._offering_tls = {(host, program) for host, program in data.get("offering_tls", ())}
         self._table.clear()
         for item in data.get("entries", []):
             host, program, pid = item["key"]
