@@ -533,3 +533,39 @@ def test_an_unrecognised_line_is_counted_and_quoted_without_its_control_characte
         "TLS connection \\x1b[2J\\x00\\x07 lost" in output
     )
     assert "\x1b" not in output and "\x00" not in output
+
+
+def test_crafted_cipher_names_are_folded_not_new_series(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A peer announcing ever new cipher names cannot grow the TSDB: past label_cap values a
+    label's values become "other", counted by label; the folding counter exists (at 0) from a
+    label's first value, so its first increase is a rate."""
+    real = next(line for line in LAB_LINES if "TLS connection established from" in line)
+    crafted = [
+        real.replace("ECDHE-RSA-AES128-GCM-SHA256", f"CRAFTED-CIPHER-{n}").replace(
+            "[29878]", f"[{30000 + n}]"
+        )
+        for n in range(8)
+    ]
+    log = tmp_path / "mail.log"
+    log.write_text(real + "".join(crafted))
+    config = tmp_path / "tlslogd.toml"
+    config.write_text("label_cap = 3\n")
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start", "--config", str(config))
+    d.wait_lines(9)
+    _, text = d.get("/metrics")
+    ciphers = {
+        line.split('cipher="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("tlslogd_tls_handshakes_total{")
+    }
+    assert ciphers == {
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "CRAFTED-CIPHER-0",
+        "CRAFTED-CIPHER-1",
+        "other",
+    }
+    assert metric(text, "tlslogd_tls_handshakes_total", cipher="other") == 6
+    assert metric(text, "tlslogd_label_values_folded_total", label="cipher") == 6
+    assert 'tlslogd_label_values_folded_total{label="protocol"} 0.0' in text

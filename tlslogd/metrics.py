@@ -192,7 +192,7 @@ class Collector(prometheus_client.registry.Collector):
         yield self._counter("tlslogd_log_rotations_total", rotations.items())
         errors = {"missing": 0, "permission": 0, "io": 0, **src.get("read_errors", {})}
         yield self._counter("tlslogd_log_read_errors_total", errors.items())
-        yield self._counter("tlslogd_label_values_folded_total", stats.cap.folded.items())
+        yield self._counter("tlslogd_label_values_folded_total", stats.cap.folded_counts().items())
         yield self._counter("tlslogd_session_evictions_total", view.correlator.evictions.items())
         yield self._counter("tlslogd_peer_evictions_total", [((), stats.peers.evictions)])
 

@@ -97,6 +97,11 @@ class LabelCap:
         self.folded[label] = self.folded.get(label, 0) + 1
         return OTHER
 
+    def folded_counts(self) -> dict[str, int]:
+        """Folded values per capped label, 0 for those not folded yet: a counter that exists
+        from the label's first value on, so rate() and alerts see its first increase."""
+        return {label: self.folded.get(label, 0) for label in self._seen}
+
 
 class Stats:
     """Everything tlslogd counts. Pure: no I/O, no clock; snapshots are plain data."""
