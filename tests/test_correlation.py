@@ -466,14 +466,14 @@ def test_a_policy_map_entry_postfix_cannot_use_names_the_mx_of_the_destination()
 
 
 def test_a_client_is_not_blamed_for_a_starttls_its_smtpd_never_offered() -> None:
-    """Postfix 3.7 (the policy log): two sessions with EHLO and no STARTTLS, from an smtpd of
-    which no client ever used or tried STARTTLS: whether it was offered is unknown, and the
-    client is not listed as one that never used it. After a session of the same smtpd that did
-    use STARTTLS (the lab's first, same host and tag), the same two sessions did not use it."""
+    """Postfix 3.7 (the policy log): two plaintext sessions with EHLO and no STARTTLS, from an
+    smtpd of which no client ever used or tried STARTTLS: whether it was offered is unknown, so
+    the client is not listed as one that never used it. After a session of the same smtpd that
+    did use STARTTLS (the lab's first, same host and tag), the same client declined it."""
     policy = (DATA / "real" / "postfix-3.7-policy.log").read_text()
     pipe, _ = replay(policy)
     pipe.finish()
-    assert adoption(pipe.stats)["inbound"]["sessions"] == {"unknown": 2}
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"not_used": 2}
     assert pipe.stats.peers.query(category="inbound_no_starttls") == []
     lab = LAB_LOG.read_text().splitlines(keepends=True)
     first_tls = [line for line in lab[:7] if "postfix/smtpd[29878]" in line]
@@ -482,6 +482,25 @@ def test_a_client_is_not_blamed_for_a_starttls_its_smtpd_never_offered() -> None
     pipe.finish()
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1, "not_used": 2}
     assert [p.key for p in pipe.stats.peers.query(category="inbound_no_starttls")] == ["127.0.0.1"]
+
+
+def test_a_failed_certificate_check_at_loglevel_0_is_a_tls_delivery() -> None:
+    """Postfix 2.5.5 relaying through Gmail at smtp_tls_loglevel 0: no summary, only the failed
+    certificate check (logged at any level before 2.9), then the mail is sent to that server.
+    The handshake happened and the mail went over it, untrusted; no failure is counted."""
+    pipe, events = replay(wild_block("deliveries.log", "file id 57034376962"))
+    pipe.finish()
+    (delivery,) = deliveries(events)
+    assert (delivery.status, delivery.tls, delivery.tls_trust) == ("sent", "yes", "untrusted")
+    assert pipe.stats.totals["tls_failures"] == 0
+
+
+def test_an_smtps_session_without_counters_used_implicit_tls() -> None:
+    """hardware/mailserver#127: an smtps client rejected at CONNECT after its handshake; the
+    disconnect has no command counters, the service's name says wrapper mode."""
+    _, events = replay(wild_block("sessions.log", "hardware/mailserver/issues/127"))
+    (end,) = [e for e in events if isinstance(e, SessionEnd)]
+    assert (end.starttls, end.tls_protocol) == ("implicit", "TLSv1.2")
 
 
 def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:

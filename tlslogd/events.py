@@ -173,6 +173,9 @@ class SessionEnd(Event):
     tls_protocol: str | None = None  # the session's handshake, from the correlator
     tls_cipher: str | None = None
     scope: str = "remote"  # decided by the correlator: local (a client in local_networks)
+    # decided by the correlator: this smtpd service was seen offering STARTTLS (a client used or
+    # tried it), so a client that spoke EHLO without it declined it
+    offered: bool = False
 
     def counter(self, name: str) -> tuple[int, int] | None:
         """(succeeded, attempted) of one command counter, None when not logged."""

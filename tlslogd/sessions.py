@@ -450,6 +450,7 @@ class Correlator:
         qid = ev.queue_id
         window = self._window_start(ev)
         tls = entry.tls
+        pending = entry.failure
         if (
             tls is not None
             and (entry.tls_qid is None or entry.tls_qid == qid)
@@ -474,6 +475,18 @@ class Correlator:
             ev.tls = "no"
             ev.offered = True
         elif (
+            ev.reason is None
+            and pending is not None
+            and pending.source == "cert"
+            and pending.peer is not None
+            and _same_peer(ev.relay, pending.peer)
+        ):
+            # Postfix 2.5-2.8 log a failed certificate check at any smtp_tls_loglevel, also 0,
+            # where no summary follows: the handshake with this server happened and, at a level
+            # that does not require a verified certificate, the mail went over it
+            ev.tls = "yes"
+            ev.tls_trust = "untrusted"
+        elif (
             window is not None
             and self.stream_start is not None
             and window >= self.stream_start
@@ -491,7 +504,6 @@ class Correlator:
                 ev.tls = decided
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
-        pending = entry.failure
         if entry.failed_qid != qid:
             entry.failed_qid = None
         ev.tls_failed = (
@@ -763,7 +775,10 @@ class Correlator:
         failure = entry.failure if entry is not None else None
         ev.scope = self._client_scope(entry, ev.peer)
         if entry is not None and entry.tls is not None:
-            ev.starttls = "implicit" if modern and starttls is None else "used"
+            # no STARTTLS counter: implicit TLS (Postfix 3.0+ counts every command; before, a
+            # stock wrapper-mode service's name says so)
+            implicit = starttls is None and (modern or _wrapper_named(ev.program))
+            ev.starttls = "implicit" if implicit else "used"
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
         elif starttls is not None:
             ev.starttls = "used" if starttls[0] > 0 else "failed"
@@ -788,12 +803,13 @@ class Correlator:
             # implicit TLS from the first byte, and with smtpd_tls_loglevel = 0 no line says so
             ev.starttls = "unknown"
         elif ev.counter("ehlo") is not None:
-            # EHLO without STARTTLS: not used, where this smtpd is seen offering STARTTLS;
-            # before that, or where it never does (TLS off for this service), unknown
-            offering = (ev.host, ev.program) in self._offering_tls
-            ev.starttls = "not_used" if offering else "unknown"
+            ev.starttls = "not_used"
         else:
             ev.starttls = "no_ehlo"
+        if ev.starttls == "not_used":
+            # the client declined STARTTLS only if it was offered: where this smtpd service is
+            # seen offering it; before that, or where TLS is off for the service, who knows
+            ev.offered = (ev.host, ev.program) in self._offering_tls
         succeeded = starttls is not None and starttls[0] >= starttls[1] > 0
         if failure is not None and failure.source == "lost" and succeeded:
             failure = None  # the handshake succeeded (smtpd_tls_loglevel 0 logs no summary)

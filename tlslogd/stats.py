@@ -278,7 +278,7 @@ class Stats:
             peer.tls_sessions += 1
             if ev.tls_protocol:
                 peer.last_protocol, peer.last_cipher = ev.tls_protocol, ev.tls_cipher
-        elif starttls == "not_used":
+        elif starttls == "not_used" and ev.offered:
             self.peers.count(peer, "inbound_no_starttls")
 
     def _received(self, ev: MessageReceived) -> None:
