@@ -336,6 +336,11 @@ def test_legacy_protocol_peers_and_post_quantum_key_exchange(tmp_path: Path) -> 
     assert page.value("legacy-inbound") == 1 and not page.has("legacy-outbound")
     (card,) = page.find("section", aria_labelledby="h-legacy")
     assert "Of them: 1 client (smtpd_tls_protocols)." in card.text()
+    # outbound handshakes are logged and none used them: that setting can change now
+    assert (
+        "smtp_tls_protocols = >=TLSv1.2 breaks no one" in page.by_id("legacy-safe-outbound").text()
+    )
+    assert not page.has("legacy-safe-inbound")
     (old,) = page.by_id("peers-legacy_protocol").find("tr", data_peer="old.example.net")
     assert "TLSv1 ×1 · as a client" in old.text()
     (legacy,) = page.find("tr", data_census="protocol", data_direction="inbound", data_key="TLSv1")

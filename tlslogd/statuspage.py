@@ -504,15 +504,25 @@ def _messages_card(inb: Mapping[str, Any], not_received: int, started: str) -> s
     )
 
 
-def _legacy_split(last_30d: Mapping[str, Any]) -> str:
-    """Which setting breaks whom: clients for smtpd_tls_protocols, servers for smtp_."""
+def _legacy_split(last_30d: Mapping[str, Any], evidence: Mapping[str, str]) -> str:
+    """Which setting breaks whom: clients for smtpd_tls_protocols, servers for smtp_; and the
+    direction where nobody used them, when its handshakes are logged: safe to change there."""
+    counts = {d: _int(last_30d.get(d)) for d in ("inbound", "outbound")}
     parts = [
         f'<span id="legacy-{d}"{_attrs(data_value=n)}>{_count(n)} {what}'
         f"{'' if n == 1 else 's'}</span> (<code>{PROTOCOL_SETTINGS[d]}</code>)"
         for d, what in (("inbound", "client"), ("outbound", "server"))
-        if (n := _int(last_30d.get(d)))
+        if (n := counts[d])
     ]
-    return f"<p>Of them: {' and '.join(parts)}.</p>" if parts else ""
+    if not parts:
+        return ""
+    safe = [
+        f'<p id="legacy-safe-{d}">Nobody {d}: <code>{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2</code> '
+        "breaks no one.</p>"
+        for d in ("inbound", "outbound")
+        if not counts[d] and evidence.get(d) == "logged"
+    ]
+    return f"<p>Of them: {' and '.join(parts)}.</p>" + "".join(safe)
 
 
 def _counted_since(summary: Mapping[str, Any]) -> str:
@@ -555,7 +565,7 @@ def _legacy_card(
             f"use{'s' if recent == 1 else ''} them</p>"
             f"<p>Disabling TLSv1 and TLSv1.1 would break them: they used them in the last "
             f"{LEGACY_RECENT_DAYS} days of the log; {_count(legacy)} of {_count(handshakes)} "
-            f"handshakes since {since}.</p>{_legacy_split(last_30d)}"
+            f"handshakes since {since}.</p>{_legacy_split(last_30d, evidence)}"
         )
     elif known and not unknown:
         settings = "\n".join(f"{PROTOCOL_SETTINGS[d]} = &gt;=TLSv1.2" for d in known)
