@@ -569,3 +569,15 @@ def test_crafted_cipher_names_are_folded_not_new_series(
     assert metric(text, "tlslogd_tls_handshakes_total", cipher="other") == 6
     assert metric(text, "tlslogd_label_values_folded_total", label="cipher") == 6
     assert 'tlslogd_label_values_folded_total{label="protocol"} 0.0' in text
+
+
+def test_check_config_warns_of_a_log_the_daemon_would_wait_for(tmp_path: Path) -> None:
+    missing = tmp_path / "mail.log"
+    command = [sys.executable, "-m", "tlslogd", "check-config", "--log", str(missing)]
+    command += ["--state-dir", str(tmp_path / "state")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert f"warning: log = {missing}: no such file yet (tlslogd waits for it)" in result.stderr
+    missing.write_text("")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "warning" not in result.stderr

@@ -248,7 +248,26 @@ def _check_config(args: argparse.Namespace) -> int:
     _web_config(settings)
     for key, value in effective(settings).items():
         print(f"{key} = {json.dumps(value)}")
+    for warning in _run_time_problems(settings):
+        print(f"tlslogd: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _run_time_problems(settings: Settings) -> list[str]:
+    """What the daemon would run into although the configuration is valid: a log it cannot
+    read (yet: it waits for it) and a state directory it cannot write."""
+    problems = []
+    if settings.log not in ("journald", "demo"):
+        log = Path(settings.log)
+        if not log.exists():
+            problems.append(f"log = {settings.log}: no such file yet (tlslogd waits for it)")
+        elif not os.access(log, os.R_OK):
+            problems.append(f"log = {settings.log}: not readable by this user")
+    state = Path(settings.state_dir)
+    existing = next((p for p in (state, *state.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"state_dir = {state}: {existing} is not writable by this user")
+    return problems
 
 
 def _demo(args: argparse.Namespace) -> int:
