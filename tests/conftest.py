@@ -2,6 +2,8 @@
 in test data do not depend on the machine's time zone."""
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,3 +23,15 @@ REFERENCE_TIME = 1796083200.0
 @pytest.fixture
 def lab_log() -> Path:
     return LAB_LOG
+
+
+def tlslogd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command as a user does, in this Python; its output and exit code, never raising."""
+    return subprocess.run(
+        [sys.executable, "-m", "tlslogd", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )

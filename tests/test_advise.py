@@ -11,7 +11,7 @@ from pathlib import Path
 
 from publicsuffixlist import PublicSuffixList
 
-from tests.conftest import DATA, LAB_LOG, REFERENCE_TIME
+from tests.conftest import DATA, LAB_LOG, REFERENCE_TIME, tlslogd
 from tlslogd import summary
 from tlslogd.advise import Advice, Thresholds, advise, render_policy_map
 from tlslogd.parse import Parser
@@ -236,12 +236,7 @@ def test_advise_on_a_state_file_that_is_not_tlslogds_is_one_clear_error(tmp_path
             other.execute("CREATE TABLE something (x)")
             other.commit()
             other.close()
-        result = subprocess.run(
-            [sys.executable, "-m", "tlslogd", "advise", "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = tlslogd("advise", "--state-dir", str(state))
         assert result.returncode == 2
         assert result.stderr.startswith(f"tlslogd: {db}: not a usable tlslogd state file (")
         assert "Traceback" not in result.stderr
@@ -254,12 +249,8 @@ def test_a_plaintext_retry_after_a_failed_handshake_counts_that_failure() -> Non
     log = DATA / "real" / "postfix-3.10-trixie.log"
     text = log.read_text()
     assert text.count("SSL_connect error to 127.0.99.6[127.0.99.6]:2526") == 2
-    result = subprocess.run(
-        [sys.executable, "-m", "tlslogd", "advise", "--local-networks", "", "--format=json", log],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = tlslogd("advise", "--local-networks", "", "--format=json", str(log))
+    assert result.returncode == 0
     (proposal,) = [
         p for p in json.loads(result.stdout)["proposals"] if p["destination"] == "[127.0.99.6]:2526"
     ]
@@ -273,11 +264,7 @@ def test_a_plaintext_retry_after_a_failed_handshake_counts_that_failure() -> Non
 def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> None:
     # the lab's 127.0.0.3 offers no STARTTLS: 4 deliveries, all plaintext; more mail would not
     # make it a candidate, so "too little evidence" would mislead
-    result = subprocess.run(
-        [sys.executable, "-m", "tlslogd", "advise", "--local-networks", "", str(LAB_LOG)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = tlslogd("advise", "--local-networks", "", str(LAB_LOG))
+    assert result.returncode == 0
     line = next(x for x in result.stdout.splitlines() if "[127.0.0.3]:2525:" in x)
     assert line.endswith("never over TLS: 4 in plaintext")

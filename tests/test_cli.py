@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, LAB_LOG
+from tests.conftest import DATA, LAB_LOG, tlslogd
 from tlslogd.records import EventRecord
 
 LAB = LAB_LOG.read_text()
-
-
-def tlslogd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tlslogd", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def test_version() -> None:

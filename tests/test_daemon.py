@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LAB_LOG
+from tests.conftest import LAB_LOG, tlslogd
 
 
 def free_port() -> int:
@@ -298,12 +298,7 @@ def test_a_state_file_of_another_program_is_moved_aside(
 def test_bad_configuration_stops_with_one_clear_message(tmp_path: Path) -> None:
     config = tmp_path / "tlslogd.toml"
     config.write_text('listen = "127.0.0.1"\nlabel_cap = 0\ncolour = "blue"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "tlslogd", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = tlslogd("check-config", "--config", str(config))
     assert result.returncode == 2
     message = result.stderr
     assert "listen = '127.0.0.1'" in message and "HOST:PORT" in message
@@ -573,11 +568,10 @@ def test_crafted_cipher_names_are_folded_not_new_series(
 
 def test_check_config_warns_of_a_log_the_daemon_would_wait_for(tmp_path: Path) -> None:
     missing = tmp_path / "mail.log"
-    command = [sys.executable, "-m", "tlslogd", "check-config", "--log", str(missing)]
-    command += ["--state-dir", str(tmp_path / "state")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    command = ("check-config", "--log", str(missing), "--state-dir", str(tmp_path / "state"))
+    result = tlslogd(*command)
     assert result.returncode == 0
     assert f"warning: log = {missing}: no such file yet (tlslogd waits for it)" in result.stderr
     missing.write_text("")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    result = tlslogd(*command)
     assert result.returncode == 0 and "warning" not in result.stderr

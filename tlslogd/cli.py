@@ -218,10 +218,14 @@ def _run(args: argparse.Namespace) -> int:
             report = audit.audit_config_dir(directory)
             return [(r.check, r.status) for r in report.results]
 
-    web = _web_config(settings)
+    from tlslogd.webconfig import WebConfigError
+
     notifier = SystemdNotifier.from_environ(os.environ)
     try:
+        web = _web_config(settings)
         daemon = Daemon(settings, notifier=notifier, audit=auditor, web=web)
+    except WebConfigError as exc:  # also the files it names, which the daemon loads first
+        raise ConfigError(str(exc)) from exc
     except StateError as exc:
         print(f"tlslogd: {exc}", file=sys.stderr)
         return 1
@@ -229,23 +233,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _web_config(settings: Settings) -> WebConfig | None:
-    """The web config, checked as far as it can be before serving: the YAML, and the files it
-    names (the certificate and key load, the client CAs parse)."""
-    from tlslogd.webconfig import WebConfigError, build_ssl_context, load_web_config
+    from tlslogd.webconfig import load_web_config
 
-    if settings.web_config is None:
-        return None
-    try:
-        web = load_web_config(settings.web_config)
-        build_ssl_context(web)
-    except WebConfigError as exc:
-        raise ConfigError(str(exc)) from exc
-    return web
+    return None if settings.web_config is None else load_web_config(settings.web_config)
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from tlslogd.webconfig import WebConfigError, build_ssl_context
+
     settings = _settings(args)
-    _web_config(settings)
+    try:
+        web = _web_config(settings)
+        if web is not None:
+            build_ssl_context(web)  # the certificate and key load, the client CAs parse
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from exc
     for key, value in effective(settings).items():
         print(f"{key} = {json.dumps(value)}")
     for warning in _run_time_problems(settings):

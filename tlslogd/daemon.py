@@ -93,6 +93,10 @@ class Daemon:
         self.notifier = notifier or SystemdNotifier(None)
         self._audit = audit
         self._config_checks: list[tuple[str, str]] = []
+        # the endpoint first: a web config whose files do not load stops start-up before the
+        # state is opened (and locked)
+        self.app = App(self)
+        self.endpoint = Endpoint(self.app, web)
         self.store = StateStore(settings.state_dir / STATE_FILE, log)
         self.stats = Stats(peers=PeerTable(settings.max_peers), label_cap=settings.label_cap)
         self.correlator = Correlator(
@@ -111,8 +115,6 @@ class Daemon:
         factory = source_factory or self._make_source
         self.source = factory(self.source_kind, position)
         self.registry = registry(self)
-        self.app = App(self)
-        self.endpoint = Endpoint(self.app, web)
         self._started = time.time()
         self._last_read: float | None = None
         self._checkpoint_ts: float | None = None

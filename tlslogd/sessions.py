@@ -504,18 +504,7 @@ class Correlator:
                 ev.tls = decided
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
-        if entry.failed_qid != qid:
-            entry.failed_qid = None
-        ev.tls_failed = (
-            ev.reason is not None
-            or entry.failed_qid is not None
-            or (
-                pending is not None
-                and pending.queue_id in (None, qid)
-                and pending.reason != "certificate"
-            )
-        )
-        emit(ev)
+        failures: list[TlsFailure] = []  # what this line completes, counted after it
         if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
             entry.failure = None  # our TLS engine is off: counted once, and not the server's
         elif ev.reason is not None:
@@ -523,13 +512,23 @@ class Correlator:
             if pending is not None and (pending.queue_id in (None, qid)):
                 failure = merge_failure(pending, failure)
             elif pending is not None:
-                emit(pending)
+                failures.append(pending)
             entry.failure = None
-            emit(failure)
+            failures.append(failure)
         elif pending is not None:
             entry.failure = None
             if pending.reason != "certificate":
-                emit(pending)  # the handshake failed and the mail went in plaintext
+                failures.append(pending)  # the handshake failed and the mail went in plaintext
+        if entry.failed_qid != qid:
+            entry.failed_qid = None
+        ev.tls_failed = (
+            ev.reason is not None
+            or entry.failed_qid is not None
+            or any(f.queue_id in (None, qid) for f in failures)
+        )
+        emit(ev)
+        for failure in failures:
+            emit(failure)
 
     @staticmethod
     def _delivery_failure(ev: Delivery) -> TlsFailure:
@@ -770,7 +769,7 @@ class Correlator:
         entry = self._table.pop(key, None)
         starttls = ev.counter("starttls")
         modern = " commands=" in ev.counters_text  # Postfix 3.0+ command counters
-        if starttls is not None or (entry is not None and entry.tls is not None):
+        if starttls is not None:  # a handshake already told (_tls)
             self._offers_tls(ev)
         failure = entry.failure if entry is not None else None
         ev.scope = self._client_scope(entry, ev.peer)

@@ -147,12 +147,7 @@ def unknown_note(direction: str, unknown: int, total: int, evidence: Mapping[str
     if not unknown or unknown * 10 < total:
         return ""
     what = "deliveries" if direction == "outbound" else "sessions"
-    if evidence.get(direction) == "not_logged" and direction == "inbound":
-        why = (
-            "no inbound handshake is logged: set smtpd_tls_loglevel = 1; if no client used "
-            "STARTTLS either, check that smtpd offers it (smtpd_tls_security_level = may)"
-        )
-    elif evidence.get(direction) == "not_logged":
+    if evidence.get(direction) == "not_logged":
         why = f"no {direction} handshake is logged: set {LOGLEVEL_SETTINGS[direction]} = 1"
     else:
         why = "they began before the log does, or their Postfix instance has logged no handshake"
