@@ -130,6 +130,9 @@ PHASE_2 = (
     Message("verify-fails", "verifyfail", ("--tls",)),
     *(Message(f"reuse-{i}", "reuse", ("--tls",)) for i in range(1, REUSE_BURST + 1)),
 )
+# Submitted locally one after another once PHASE_2 is sent: plaintext deliveries to the "cached"
+# peer, the later ones over the connection the earlier one left in the cache.
+CACHE_BURST = 3
 HELD_PEER = "tls"  # the session open across the restart (TLSv1.3, like every plain --tls)
 
 
@@ -277,6 +280,8 @@ def run(lab: Lab, tlslogd: Tlslogd, prometheus: Prometheus, e2e_dir: Path) -> Ru
         held.close()
     for message in PHASE_2:
         send(swaks, lab, message)
+    for i in range(1, CACHE_BURST + 1):
+        lab.inject(f"cached-{i}@{PEERS['cached'].domain}")
     # retries, the plaintext fallback, expiry of what cannot be delivered and its bounce
     lab.wait_idle(timeout=QUEUE_LIFETIME * 5 + 30, quiet=3)
     _caught_up(lab, tlslogd, prometheus)

@@ -412,6 +412,8 @@ PEERS = {
         ),
         # through tlsproxy, which keeps TLS connections open for the next delivery
         Peer("reuse", "127.0.0.11", transport="smtp-reuse"),
+        # no STARTTLS, and the connection cache is always on for it: plaintext reuse (conn_use=)
+        Peer("cached", "127.0.0.12", starttls=False, transport="smtp-cache"),
         Peer("v6", "::1"),  # STARTTLS over IPv6
     )
 }
@@ -512,6 +514,9 @@ class Lab:
             "  -o smtp_tls_connection_reuse=yes\n"
             f"  -o smtp_connection_cache_destinations={PEERS['reuse'].addr}\n"
             "  -o smtp_connection_cache_time_limit=5s\n"
+            "smtp-cache unix - - n - - smtp\n"
+            f"  -o smtp_connection_cache_destinations={PEERS['cached'].addr}\n"
+            "  -o smtp_connection_cache_time_limit=5s\n"
         )
         main.write(settings, services)
         routes = {
@@ -597,6 +602,26 @@ class Lab:
     def stop(self) -> None:
         for instance in (self.main, self.sink):
             instance.stop()
+
+    def inject(self, to: str) -> None:
+        """Submit a message with main's sendmail (no SMTP session: pickup queues it) and wait
+        until main has logged its delivery."""
+        sendmail = find_program("sendmail") or "/usr/sbin/sendmail"
+        message = f"From: <{SENDER}>\nTo: <{to}>\nSubject: tlslogd e2e: {to}\n\nlocal\n"
+        subprocess.run(
+            [sendmail, "-C", str(self.main.config_dir), "-f", SENDER, to],
+            input=message,
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        needle = f"to=<{to}>, relay="
+        wait_for(
+            lambda: True if needle in self.main.maillog.read_text() else None,
+            30,
+            f"main to deliver the message to {to}",
+        )
 
     def wait_idle(self, timeout: float, quiet: float = 1.5) -> None:
         """Until nothing is queued for delivery (a message still being received may sit in

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import REUSE_BURST, Run
+from tests.e2e.conftest import CACHE_BURST, REUSE_BURST, Run
 from tests.e2e.harness import PEERS
 
 pytestmark = pytest.mark.e2e
@@ -83,16 +83,29 @@ def test_reused_tls_connections_are_not_new_handshakes(run: Run) -> None:
 
 def test_delivery_to_a_server_without_starttls_is_plaintext(run: Run) -> None:
     # in-plaintext and in-ipv6-plaintext to the "plain" peer; policy-none twice and the
-    # fallback to servers that offered STARTTLS
+    # fallback to servers that offered STARTTLS; the burst to the "cached" peer
     sent = 'tlslogd_deliveries_total{status="sent",tls="no",scope="remote"}'
-    assert run.wait_total(sent, 5) == 5
+    assert run.wait_total(sent, 5 + CACHE_BURST) == 5 + CACHE_BURST
     plaintext = run.peers("plaintext_out")
     assert {p: e["counts"]["plaintext_out"] for p, e in plaintext.items()} == {
         addr("plain"): 2,
         addr("offering"): 2,
         addr("fallback"): 1,
+        addr("cached"): CACHE_BURST,
     }
     assert plaintext[addr("plain")]["counts"]["offered_not_used"] == 0
+
+
+def test_deliveries_over_a_cached_plaintext_connection_are_plaintext(run: Run) -> None:
+    # Postfix caches a TLS connection only through tlsproxy, which then logs "TLS connection
+    # reused": a delivery with conn_use= and no such line went over a plaintext connection
+    relay = run.lab.relay("cached")
+    assert count(run, f"relay={relay}, conn_use=") >= 1  # a later message took the cache
+    assert count(run, f"relay={relay}, ") == CACHE_BURST
+    peer = run.peers()[addr("cached")]
+    assert (peer["deliveries"], peer["tls_deliveries"]) == (CACHE_BURST, 0)
+    assert peer["counts"]["plaintext_out"] == CACHE_BURST
+    assert run.total('tlslogd_deliveries_total{tls="unknown"}') == 0
 
 
 def test_a_server_offering_starttls_under_policy_none_is_listed(run: Run) -> None:

@@ -73,7 +73,7 @@ def test_durable_totals_match_counts_taken_from_the_maillog(run: Run) -> None:
     lines = run.log_lines()
     client = [line for line in lines if SMTP_CLIENT.search(line)]
     relays = [m.group(1) for line in client if (m := SENT.search(line))]
-    plaintext = {run.lab.relay(kind) for kind in ("plain", "offering", "fallback")}
+    plaintext = {run.lab.relay(kind) for kind in ("plain", "offering", "fallback", "cached")}
     queued = {m.group(1) for line in lines if (m := RECEIVED.search(line))}
     # what qmgr took in: not the held session's first message, which main's header_checks refused
     active = {m.group(1) for line in lines if (m := QUEUED.search(line))}
