@@ -41,6 +41,7 @@ from tlslogd.webconfig import Endpoint, WebConfig, WebConfigError, load_web_conf
 log = logging.getLogger("tlslogd")
 
 STATE_FILE = "state.db"
+_BACKLOG_CHECKPOINT_SECONDS = 5.0  # between checkpoints while a backlog is read
 _UNRECOGNISED_SAMPLES = 10  # log this many unrecognised lines, then one in every 1000
 # control characters of a line quoted in tlslogd's own log, escaped: a binary file appended to
 # the maillog must not write terminal escapes or NULs into the journal
@@ -381,16 +382,21 @@ class Daemon:
         interval = self.settings.checkpoint_interval
         watchdog = self.notifier.watchdog_interval()
         step = min(interval, watchdog / 2) if watchdog else interval
-        next_status = next_advice = 0.0
+        next_status = next_advice = next_checkpoint = 0.0
         while True:
             await asyncio.sleep(step)
-            if self._dirty:
-                self.checkpoint()
-            self.notifier.watchdog()
             now = time.monotonic()
+            backlog = bool(self.source.lag_bytes())
+            # a checkpoint writes every peer changed since the last one, tens of milliseconds
+            # while a backlog is read, during which scrapes wait: then only every few seconds
+            # (a crash re-reads those seconds of backlog from the previous checkpoint)
+            if self._dirty and (not backlog or now >= next_checkpoint):
+                self.checkpoint()
+                next_checkpoint = now + _BACKLOG_CHECKPOINT_SECONDS
+            self.notifier.watchdog()
             # the policy candidates take tens of milliseconds over a large destination table:
             # not while catching up on a backlog, when scrapes already wait for the batches
-            if now >= next_advice and not self.source.lag_bytes():
+            if now >= next_advice and not backlog:
                 next_advice = now + 60
                 self._refresh_candidates()
             if now >= next_status:
