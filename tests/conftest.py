@@ -35,3 +35,19 @@ def tlslogd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
         check=False,
         timeout=120,
     )
+
+
+def wild_block(name: str, needle: str) -> str:
+    """The data lines of the block of tests/data/wild/NAME whose source comment has
+    ``needle``."""
+    lines: list[str] = []
+    inside = False
+    for line in (DATA / "wild" / name).read_text().splitlines():
+        if line.startswith("# source:"):
+            inside = needle in line
+        elif not line.strip():
+            inside = False
+        elif inside and not line.startswith("# "):
+            lines.append(line + "\n")
+    assert lines, needle
+    return "".join(lines)

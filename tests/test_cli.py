@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, LAB_LOG, tlslogd
+from tests.conftest import DATA, LAB_LOG, tlslogd, wild_block
 from tlslogd.records import EventRecord
 
 LAB = LAB_LOG.read_text()
@@ -317,3 +317,21 @@ def test_report_period_covers_events_that_count_nothing() -> None:
     proxy = "".join(line for line in LAB.splitlines(keepends=True) if "postfix/tlsproxy" in line)
     head = tlslogd("report", "-", stdin=proxy).stdout.splitlines()[0]
     assert "; events from 2026-11-25T20:06:" in head
+
+
+def test_report_suggests_counting_loopback_relays_only_when_local_networks_made_them_local() -> (
+    None
+):
+    # the lab's next hops are all on loopback: local by the default local_networks
+    hint = "run again with --local-networks ''"
+    assert hint in tlslogd("report", str(LAB_LOG)).stdout
+    # lightmeter's test log 27 without its one remote delivery: LMTP to Dovecot's socket is
+    # local whatever local_networks says, so the hint would change nothing
+    lmtp_only = "".join(
+        line
+        for line in wild_block("sessions.log", "27_one_sent_one_received").splitlines(True)
+        if "postfix/smtp[" not in line
+    )
+    table = tlslogd("report", "-", stdin=lmtp_only).stdout
+    assert "local (content filters, LMTP): 1" in table
+    assert hint not in table

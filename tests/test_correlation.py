@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from tests.conftest import DATA, LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME
+from tests.conftest import DATA, LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME, wild_block
 from tlslogd.events import Delivery, Event, MessageReceived, SessionEnd
-from tlslogd.parse import Parser
+from tlslogd.parse import Parser, library_reason
 from tlslogd.pipeline import Pipeline
 from tlslogd.sessions import Correlator, LocalNetworks
 from tlslogd.stats import Stats
@@ -342,22 +342,6 @@ def test_repeated_messages_never_make_line_counts_negative() -> None:
     counted = pipe.stats.lines
     assert min(counted.values()) >= 0
     assert sum(counted.values()) == pipe.stats.totals["lines"] == lines
-
-
-def wild_block(name: str, needle: str) -> str:
-    """The data lines of the block of tests/data/wild/NAME whose source comment has
-    ``needle``."""
-    lines: list[str] = []
-    inside = False
-    for line in (DATA / "wild" / name).read_text().splitlines():
-        if line.startswith("# source:"):
-            inside = needle in line
-        elif not line.strip():
-            inside = False
-        elif inside and not line.startswith("# "):
-            lines.append(line + "\n")
-    assert lines, needle
-    return "".join(lines)
 
 
 def test_a_before_queue_filter_receives_the_message_when_it_accepts_it() -> None:
@@ -720,3 +704,46 @@ def test_a_rejection_names_the_message_of_its_own_log_host() -> None:
         ("mx2", "7A36A23C0A6"): True,
         ("mx", "7A36A23C0A6"): True,
     }
+
+
+def test_a_message_of_a_session_that_began_before_the_log_takes_the_session_counters() -> None:
+    """lightmeter's test log 27 begins inside two sessions: the one whose counters say
+    starttls=1 queued its message over TLS; the one without a STARTTLS counter cannot be told
+    from implicit TLS whose handshake is not in the excerpt."""
+    pipe, events = replay(wild_block("sessions.log", "27_one_sent_one_received"))
+    pipe.finish()
+    messages = {e.queue_id: e.tls for e in events if isinstance(e, MessageReceived)}
+    assert messages == {"4FA51DFCAD": "unknown", "DF1C3EB916": "yes"}
+    sessions = [e.starttls for e in events if isinstance(e, SessionEnd)]
+    assert sessions == ["unknown", "used"]
+
+
+def test_dh_parameters_that_do_not_load_are_a_warning_not_a_failure() -> None:
+    """docker-mailserver PR 1200: an empty dhparams.pem. smtpd warns, prints the OpenSSL error
+    and goes on with Postfix's compiled-in DH parameters: not a TLS failure."""
+    pipe, events = replay(wild_block("failures.log", "docker-mailserver/pull/1200"))
+    pipe.finish()
+    assert [e.kind for e in events] == ["tls_fallback", "tls_failure"]
+    assert pipe.stats.totals["tls_failures"] == 0
+
+
+def test_no_protocols_available_is_our_own_protocol_setting() -> None:
+    """starttls-everywhere's sample: OpenSSL found no protocol version our settings allow and
+    sent nothing. One failure of our TLS engine, not a peer that needs an old protocol."""
+    pipe, events = replay(wild_block("failures.log", "pierky/starttls-everywhere"))
+    pipe.finish()
+    assert pipe.stats.reasons["outbound"] == {"engine": 1}
+    assert not [p.key for p in pipe.stats.peers.query(category="legacy_protocol")]
+    (delivery,) = [e for e in events if isinstance(e, Delivery)]
+    assert (delivery.status, delivery.tls_failed) == ("deferred", True)
+
+
+def test_a_weak_server_dh_group_is_a_cipher_failure() -> None:
+    """msimerson/postfix-parser's fixture (message part only): OpenSSL 1.0 refused the server's
+    DH group as too small, as it refuses parameters below its security level."""
+    (line,) = [
+        x
+        for x in wild_block("failures.log", "msimerson/postfix-parser").splitlines()
+        if "dh key" in x
+    ]
+    assert library_reason(line) == "cipher"

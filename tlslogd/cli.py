@@ -614,7 +614,7 @@ def render_table(data: dict[str, Any]) -> str:
         add(f"    {note}")
     add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
     add(f"    local (content filters, LMTP): {o['sent_local']}")
-    if o["sent_local"] and not sum(s.values()):
+    if o["sent_local_networks"] and not sum(s.values()):
         add(_all_local("every delivery went to a relay", "next hops"))
     tls_sessions = sess.get("used", 0) + sess.get("implicit", 0)
     add(

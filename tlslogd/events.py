@@ -274,6 +274,17 @@ class PostfixStarted(Event):
 
 
 @dataclass(slots=True)
+class TlsFallback(Event):
+    """``warning: cannot load 1024-bit DH parameters from file F -- using compiled-in
+    defaults``: a TLS setting that does not load, replaced by Postfix's built-in default. TLS
+    works; the OpenSSL errors that the process logs next belong to this warning."""
+
+    kind: ClassVar[str] = "tls_fallback"
+    direction: str
+    detail: str
+
+
+@dataclass(slots=True)
 class Unrecognised(Event):
     """A line that looks like one tlslogd reads but does not parse (truncated, new format, ...)."""
 

@@ -42,6 +42,7 @@ from tlslogd.events import (
     StarttlsOffered,
     TlsEstablished,
     TlsFailure,
+    TlsFallback,
     TlsproxyConnection,
     Unrecognised,
     tag_cut,
@@ -486,10 +487,11 @@ _LIB_REASONS: Final = (
     ("key values mismatch", "engine"),
     ("ssl_set_cert", "engine"),
     ("not replacing certificate", "engine"),
+    # our own protocol settings leave no version to offer: raised before any byte is sent
+    ("no protocols available", "engine"),
     ("unsupported protocol", "protocol"),
     ("protocol version", "protocol"),
     ("version too low", "protocol"),
-    ("no protocols available", "protocol"),
     ("unknown protocol", "protocol"),
     ("no shared cipher", "cipher"),
     ("no cipher", "cipher"),
@@ -498,6 +500,7 @@ _LIB_REASONS: Final = (
     ("no suitable key share", "cipher"),
     ("legacy sigalg", "cipher"),
     ("insufficient security", "cipher"),  # alert 71: the peer wants stronger parameters
+    ("dh key too small", "cipher"),  # the server's DH group is too weak for our library
     ("inappropriate fallback", "protocol"),
     ("certificate", "certificate"),
     ("unknown ca", "certificate"),
@@ -1205,6 +1208,9 @@ class Parser:
         ts: float | None,
     ) -> Event | None:
         text = m.group("eng_text")
+        if "-- using compiled-in defaults" in text:
+            # DH parameters that do not load: TLS goes on with Postfix's own
+            return TlsFallback(host, tag, svc, pid, ts, _direction(svc), text)
         if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
             return None  # cannot get/load something else
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")

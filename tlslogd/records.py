@@ -17,6 +17,7 @@ from tlslogd.events import (
     SessionEnd,
     TlsEstablished,
     TlsFailure,
+    TlsFallback,
     TlsproxyConnection,
     split_peer,
 )
@@ -134,6 +135,8 @@ def to_record(ev: Event) -> dict[str, Any]:
         )
     elif isinstance(ev, TlsFailure):
         rec.update(reason=ev.reason, detail=ev.detail, queue_id=ev.queue_id)
+    elif isinstance(ev, TlsFallback):
+        rec.update(detail=ev.detail)
     elif isinstance(ev, Delivery):
         rec.update(
             queue_id=ev.queue_id,

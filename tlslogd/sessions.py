@@ -46,6 +46,7 @@ from tlslogd.events import (
     StarttlsOffered,
     TlsEstablished,
     TlsFailure,
+    TlsFallback,
     TlsproxyConnection,
     split_peer,
     tag_cut,
@@ -267,6 +268,9 @@ class Correlator:
         # processes that logged that their own TLS engine is off ("disabling TLS support"):
         # their clients' failed STARTTLS is that failure again, not the clients'
         self._engine_down: set[Key] = set()
+        # processes whose last line was a TLS setting replaced by a built-in default: the
+        # OpenSSL errors they log next are part of that warning, not failures
+        self._fallback: set[Key] = set()
         # tlsproxy's last "TLS library problem" per process: the reason of its next failure
         self._proxy_library: dict[Key, TlsFailure] = {}
         # the messages sessions hold back (held, queued), by queue ID: a rejection at the end of
@@ -285,6 +289,7 @@ class Correlator:
             TlsFailure: self._failure,
             PostfixStarted: self._postfix_started,
             TlsproxyConnection: self._proxy_connection,
+            TlsFallback: self._tls_fallback,
             ProxyVerdict: self._proxy_verdict,
             MessageRejected: self._rejected,
         }
@@ -547,7 +552,17 @@ class Correlator:
             ev.queue_id,
         )
 
+    def _tls_fallback(self, ev: TlsFallback, emit: Emit) -> None:
+        if len(self._fallback) >= 1024:
+            self._fallback.clear()
+        self._fallback.add((ev.host, ev.program, ev.pid))
+
     def _failure(self, ev: TlsFailure, emit: Emit) -> None:
+        if self._fallback:
+            key = (ev.host, ev.program, ev.pid)
+            if ev.source == "library" and key in self._fallback:
+                return  # why a TLS setting did not load; Postfix went on with its default
+            self._fallback.discard(key)
         if ev.service == "tlsproxy":
             self._proxy_failure(ev, emit)
             return
@@ -686,6 +701,7 @@ class Correlator:
 
     def _session_start(self, ev: SessionStart, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
+        self._fallback.discard(key)
         old = self._table.pop(key, None)
         if old is not None:
             self.evictions["replaced"] += 1
@@ -726,13 +742,12 @@ class Correlator:
         """A queued message's TLS, from its session, now or when the session ends."""
         if entry.tls is not None:
             ev.tls = "yes"
-        elif not entry.started:
-            ev.tls = "unknown"
-        elif self._logs_tls(ev, INBOUND):
+        elif entry.started and self._logs_tls(ev, INBOUND):
             ev.tls = "no"  # this instance logs its handshakes, and the session had none
-        elif self._keep(entry.held, ev):
-            # no handshake line from this smtpd yet: with smtpd_tls_loglevel = 0 there never is
-            # one, and the session's STARTTLS counter decides when it ends
+        elif (entry.started or ev.service == "smtpd") and self._keep(entry.held, ev):
+            # no handshake line: the session began before the log (its handshake may be in the
+            # part not read), or this smtpd logs none yet (with smtpd_tls_loglevel = 0 there
+            # never is one). The session's STARTTLS counter decides when it ends
             return
         # a before-queue filter's accepted message: nothing rejects it later; qmqpd's: no
         # session end to wait for

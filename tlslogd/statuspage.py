@@ -440,7 +440,7 @@ def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, 
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
         f"{_count(_int(out.get('bounced')))} bounced.</p>"
-        f"{_all_local_hint(_int(out.get('sent_local')), yes + no + unknown, 'next hops')}"
+        f"{_all_local_hint(_int(out.get('sent_local_networks')), yes + no + unknown, 'next hops')}"
         "</section>"
     )
 

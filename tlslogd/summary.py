@@ -31,14 +31,16 @@ def percent(part: int, whole: int) -> float | None:
 def adoption(stats: Stats) -> dict[str, Any]:
     """TLS adoption since the state was created (over a report's window for ``report``)."""
     sent: dict[str, int] = {"yes": 0, "no": 0, "unknown": 0}
-    local_sent = 0
+    local_sent = local_networks = 0
     deferred = bounced = 0
-    for (_, _, status, tls, scope), n in stats.since_created("deliveries").items():
+    for (service, _, status, tls, scope), n in stats.since_created("deliveries").items():
         if status == "sent":
             if scope == "remote":
                 sent[tls] = sent.get(tls, 0) + n
             else:
                 local_sent += n
+                if service != "lmtp":  # LMTP is local wherever it goes; SMTP by local_networks
+                    local_networks += n
         elif status in ("deferred", "softbounce"):  # soft_bounce = yes: kept queued
             deferred += n
         elif status == "bounced":
@@ -56,6 +58,7 @@ def adoption(stats: Stats) -> dict[str, Any]:
         "outbound": {
             "sent_remote": sent,
             "sent_local": local_sent,
+            "sent_local_networks": local_networks,
             "deferred": deferred,
             "bounced": bounced,
             "offered_plaintext_sent": offered_plain,
