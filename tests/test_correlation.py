@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from tests.conftest import DATA, LAB_LOG, LAB_SINK_LOG, REFERENCE_TIME, wild_block
 from tlslogd.events import Delivery, Event, MessageReceived, SessionEnd
 from tlslogd.parse import Parser, library_reason
@@ -747,3 +749,13 @@ def test_a_weak_server_dh_group_is_a_cipher_failure() -> None:
         if "dh key" in x
     ]
     assert library_reason(line) == "cipher"
+
+
+@pytest.mark.parametrize("name", ["postfix-3.7-dh-empty.log", "postfix-3.7-dh-missing.log"])
+def test_real_postfix_with_dh_parameters_that_do_not_load_counts_no_failure(name: str) -> None:
+    # Postfix 3.7 / OpenSSL 3: an empty or missing DH parameter file, then two STARTTLS sessions
+    pipe, events = replay((DATA / "real" / name).read_text())
+    pipe.finish()
+    assert pipe.stats.totals["tls_failures"] == 0
+    assert [e.starttls for e in events if isinstance(e, SessionEnd)] == ["used", "used"]
+    assert [e.tls for e in events if isinstance(e, MessageReceived)] == ["yes", "yes"]

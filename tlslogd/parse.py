@@ -112,7 +112,8 @@ _ALTERNATIVES = rf"""
   :\ (?P<cv_text>[^\n]*)(?P<cv>)
 |message\ repeated\ (?P<rep_n>\d+)\ times:\ \[\ ?(?P<rep>)
 |(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs|Invalid\ TLS\ protocol
-  |error\ loading\ private\ keys|SMTPS\ wrappermode|disabling\ TLS\ support)[^\n]*)(?P<eng>)
+  |error\ (?:loading\ private\ keys|decoding\ DH|opening\ DH)|SMTPS\ wrappermode
+  |disabling\ TLS\ support)[^\n]*)(?P<eng>)
 |warning:\ (?:
   Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
  |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)
@@ -1209,7 +1210,7 @@ class Parser:
     ) -> Event | None:
         text = m.group("eng_text")
         if "-- using compiled-in defaults" in text:
-            # DH parameters that do not load: TLS goes on with Postfix's own
+            # DH parameters that do not load (src/tls/tls_dh.c): TLS goes on with Postfix's own
             return TlsFallback(host, tag, svc, pid, ts, _direction(svc), text)
         if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
             return None  # cannot get/load something else
