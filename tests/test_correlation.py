@@ -759,3 +759,13 @@ def test_real_postfix_with_dh_parameters_that_do_not_load_counts_no_failure(name
     assert pipe.stats.totals["tls_failures"] == 0
     assert [e.starttls for e in events if isinstance(e, SessionEnd)] == ["used", "used"]
     assert [e.tls for e in events if isinstance(e, MessageReceived)] == ["yes", "yes"]
+
+
+def test_connection_reuse_without_tlsproxy_is_our_engine_not_the_servers_handshake() -> None:
+    # real Postfix 3.7: smtp_tls_connection_reuse = yes, no tlsproxy in master.cf. Each attempt
+    # to the STARTTLS server logs that tlsproxy cannot be reached, then "Cannot start TLS"
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text())
+    pipe.finish()
+    assert pipe.stats.reasons["outbound"] == {"engine": 8, "not_offered": 4}
+    blamed = [p.key for p in pipe.stats.peers.query(category="tls_failure")]
+    assert blamed == ["127.0.0.3"]  # the encrypt policy's server without STARTTLS, not 127.0.0.2

@@ -575,3 +575,23 @@ def test_check_config_warns_of_a_log_the_daemon_would_wait_for(tmp_path: Path) -
     missing.write_text("")
     result = tlslogd(*command)
     assert result.returncode == 0 and "warning" not in result.stderr
+
+
+def test_started_on_a_quiet_log_it_decides_deliveries_of_the_first_second(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # The lab log without Postfix's start: its first second holds handshakes and a plaintext
+    # delivery whose connection began a moment before the first line. The log was quiet since
+    # tlslogd started reading, so that connection began after the start: plaintext, not unknown.
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    d = run_daemon(daemons, log, tmp_path / "state")
+    time.sleep(2.5)
+    excerpt = LAB_LINES[2:60]
+    assert "relay=127.0.0.3[" in excerpt[50] and excerpt[50][:15] == excerpt[0][:15]
+    with log.open("a") as f:
+        f.write("".join(excerpt))
+    d.wait_lines(len(excerpt))
+    _, text = d.get("/metrics")
+    assert metric(text, "tlslogd_deliveries_total", tls="no", scope="remote") == 1
+    assert metric(text, "tlslogd_deliveries_total", tls="unknown") == 0

@@ -177,6 +177,7 @@ ADVICE = {
     "TlslogdAbsent": ("scrape_configs",),
     "TlslogdStalled": ("/healthz",),
     "TlslogdSourceDown": ("/healthz", "usermod -aG adm tlslogd"),
+    "TlslogdLinesLost": ("journalctl -u tlslogd", "tlslogd report FILE.gz"),
     "TlslogdUnrecognisedLines": ("journalctl -u tlslogd",),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import gzip
 import itertools
 import json
 import logging
@@ -944,6 +945,29 @@ def test_two_rotations_while_stopped_read_every_file_in_order(
 
     second = make(log, position=chunk.position)
     assert drain(second) == lines(3) + lines(4, prefix="middle") + lines(5, prefix="new")
+    assert second.counters()["read_errors"]["lost"] == 1  # the compressed one
+
+
+def test_postfix_logrotate_while_stopped_is_counted_as_lost_lines(make: Factory, log: Path) -> None:
+    """``postfix logrotate`` (maillog_file) renames the log and gzips it at once: the lines
+    written after tlslogd stopped are only in the .gz, which the daemon cannot follow."""
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None
+    first.close()
+
+    append(log, lines(3))
+    rotated = log.with_name("mail.log.20261126-105000")
+    log.rename(rotated)
+    with rotated.open("rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    rotated.unlink()
+    log.write_bytes(lines(4, prefix="new"))
+
+    second = make(log, position=chunk.position)
+    assert drain(second) == lines(4, prefix="new")
+    assert second.counters()["read_errors"]["lost"] >= 1
 
 
 def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(make: Factory, log: Path) -> None:

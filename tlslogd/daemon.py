@@ -113,6 +113,10 @@ class Daemon:
         else:  # the same file under another spelling (relative, ./) is the same source
             self.source_kind = f"file:{os.path.abspath(settings.log)}"
         position = self._restore()
+        # reading starts at the end of the log: what comes next began after now, however long
+        # the log stays quiet before its first line
+        fresh = position is None and not settings.from_start and settings.log != "demo"
+        self._tail_start = time.monotonic() if fresh else None
         factory = source_factory or self._make_source
         self.source = factory(self.source_kind, position)
         self.registry = registry(self)
@@ -373,6 +377,9 @@ class Daemon:
     async def _consume(self) -> None:
         feed = self.pipeline.feed
         async for chunk in self.source.chunks():
+            if self._tail_start is not None:
+                self.correlator.quiet_start = time.monotonic() - self._tail_start
+                self._tail_start = None
             feed(chunk.data)
             self._last_read = time.time()
             self._dirty = True

@@ -45,8 +45,9 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_deliveries_total": MetricSpec(
         "counter",
-        "Delivery attempts logged by smtp/lmtp, one per recipient, by status and whether they "
-        'went over TLS (mail that went out in plaintext: status="sent", tls="no").',
+        "Delivery attempts over a connection logged by smtp/lmtp (not relay=none), one per "
+        "recipient, by status and whether they went over TLS (mail that went out in "
+        'plaintext: status="sent", tls="no").',
         ("service", "program", "status", "tls", "scope"),
     ),
     "tlslogd_offered_plaintext_deliveries_total": MetricSpec(
@@ -75,7 +76,10 @@ METRICS: dict[str, MetricSpec] = {
         "counter", "Log rotations and truncations noticed, by kind.", ("kind",)
     ),
     "tlslogd_log_read_errors_total": MetricSpec(
-        "counter", "Failures to open or read the log, by kind.", ("error",)
+        "counter",
+        "Failures to open or read the log, by kind; lost: log files rotated and compressed or "
+        "deleted before tlslogd could read them (it was not running).",
+        ("error",),
     ),
     "tlslogd_label_values_folded_total": MetricSpec(
         "counter", "Label values folded into 'other' because a label reached its cap.", ("label",)
@@ -190,7 +194,7 @@ class Collector(prometheus_client.registry.Collector):
         )
         rotations = {"rename": 0, "delete": 0, "truncate": 0, **src.get("rotations", {})}
         yield self._counter("tlslogd_log_rotations_total", rotations.items())
-        errors = {"missing": 0, "permission": 0, "io": 0, **src.get("read_errors", {})}
+        errors = {"missing": 0, "permission": 0, "io": 0, "lost": 0, **src.get("read_errors", {})}
         yield self._counter("tlslogd_log_read_errors_total", errors.items())
         yield self._counter("tlslogd_label_values_folded_total", stats.cap.folded_counts().items())
         yield self._counter("tlslogd_session_evictions_total", view.correlator.evictions.items())

@@ -113,7 +113,7 @@ _ALTERNATIVES = rf"""
 |message\ repeated\ (?P<rep_n>\d+)\ times:\ \[\ ?(?P<rep>)
 |(?:warning:\ )?(?P<eng_text>(?:cannot\ (?:get|load)|No\ server\ certs|Invalid\ TLS\ protocol
   |error\ (?:loading\ private\ keys|decoding\ DH|opening\ DH)|SMTPS\ wrappermode
-  |disabling\ TLS\ support)[^\n]*)(?P<eng>)
+  |disabling\ TLS\ support|connect\ to\ private/tlsproxy\ service)[^\n]*)(?P<eng>)
 |warning:\ (?:
   Refusing\ STARTTLS\ request\ from\ (?P<rf_peer>\S+)\ for\ service\ \S+(?P<refuse>)
  |New\ TLS\ session\ rate\ limit\ exceeded:\ \d+\ from\ (?P<rl_peer>\S+)

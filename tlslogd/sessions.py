@@ -255,7 +255,12 @@ class Correlator:
         self.max_entries = max_entries
         self._is_local = is_local or LocalNetworks().is_local
         self._table: OrderedDict[Key, Entry] = OrderedDict()
+        # log time from which tlslogd has read everything: a connection set up before it may
+        # have logged its handshake in the part not read
         self.stream_start: float | None = None
+        # seconds between the moment reading began and the first line, when that was the end of
+        # the log (tlslogd run on an idle log): the stream began that much before its first line
+        self.quiet_start = 0.0
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
         self._local_peers: dict[str, bool] = {}  # relay or smtpd client -> in local_networks
@@ -315,7 +320,7 @@ class Correlator:
         ts = ev.ts
         if ts is not None:
             if self.stream_start is None:
-                self.stream_start = ts
+                self.stream_start = ts - self.quiet_start
             if ts >= self._next_sweep:
                 self._sweep(ts, emit)
         handler = self._handlers.get(type(ev))
@@ -510,8 +515,11 @@ class Correlator:
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
         failures: list[TlsFailure] = []  # what this line completes, counted after it
-        if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
-            entry.failure = None  # our TLS engine is off: counted once, and not the server's
+        if (
+            ev.reason in ("engine", "handshake")
+            and (ev.host, ev.program, ev.pid) in self._engine_down
+        ):
+            entry.failure = None  # our TLS engine is off: counted as such, not the server's
         elif ev.reason is not None:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):

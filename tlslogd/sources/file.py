@@ -322,7 +322,7 @@ class FileSource:
 
         self._bytes_read = 0
         self._rotations = {"rename": 0, "delete": 0, "truncate": 0}
-        self._errors = {"missing": 0, "permission": 0, "io": 0, "long_line": 0}
+        self._errors = {"missing": 0, "permission": 0, "io": 0, "long_line": 0, "lost": 0}
 
         self._observer: BaseObserver | None = None
         self._wakeup: _Wakeup | None = None
@@ -599,17 +599,23 @@ class FileSource:
         copy = self._copy_of(saved) if self._saved_draining is None else None
         if copy is not None:  # copytruncate while tlslogd was not running
             self._drain(copy, [], 0.0)
+        else:  # or rotated, compressed and replaced by a new file that got the same inode
+            self._errors["lost"] += 1
         self._log.warning(
-            "%s was truncated or rewritten while tlslogd was not running; reading %sit from "
-            "the start",
+            "%s was truncated or replaced while tlslogd was not running; reading %sit from "
+            "the start%s",
             self._path,
             f"the rest of its copy {copy.path}, then " if copy is not None else "",
+            ""
+            if copy is not None
+            else f" (lines written to the old file after offset {saved.offset} were not read)",
         )
 
     def _find(self, mark: _Mark) -> _Tail | None:
         """The file of ``mark`` in the log's directory, positioned at its offset."""
         tail = self._open_holding(self._same_inode(mark.dev, mark.ino), mark, same_file=True)
         if tail is None:
+            self._errors["lost"] += 1
             self._log.warning(
                 "cannot find %s (inode %d) any more, it was probably compressed or deleted: "
                 "lines may have been lost between offset %d and the end of the old file",
@@ -684,6 +690,7 @@ class FileSource:
         found.sort()
         packed = [p for _, p in found if p.endswith(_COMPRESSED)]
         if packed:
+            self._errors["lost"] += len(packed)
             self._log.warning(
                 "%s: rotated and compressed while tlslogd was not running; its lines are not "
                 "read (tlslogd report can read them)",
