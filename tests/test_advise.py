@@ -259,6 +259,7 @@ def test_a_plaintext_retry_after_a_failed_handshake_counts_that_failure() -> Non
     assert proposal["reason"].startswith(
         "TLS failed 2 times and Postfix fell back to plaintext once"
     )
+    assert proposal["evidence"]["plaintext_fallbacks"] == 1
 
 
 def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> None:
@@ -268,3 +269,29 @@ def test_a_server_without_starttls_is_never_over_tls_whatever_the_evidence() -> 
     assert result.returncode == 0
     line = next(x for x in result.stdout.splitlines() if "[127.0.0.3]:2525:" in x)
     assert line.endswith("never over TLS: 4 in plaintext")
+
+
+def test_a_none_policy_with_failures_is_not_called_a_fallback() -> None:
+    """Plaintext to a server that offered STARTTLS, under a 'none' entry, and separately some
+    failed TLS attempts that were deferred: no plaintext delivery followed a failed attempt, so
+    this is the 'none' entry at work, not Postfix falling back."""
+    relay = "mx.example.org[203.0.113.9]"
+    offered = [
+        f"Nov {day:2d} 10:00:00 mx postfix/smtp[{4000 + day}]: Host offered STARTTLS: [mx.example.org]"
+        for day in range(2, 5)
+    ]
+    plain = [
+        line
+        for day in range(2, 5)
+        for line in delivery_lines(
+            day, 1, relay=relay, domain="example.org", tls=False, pid=4000 + day
+        )
+    ]
+    failure = [
+        "Nov  5 09:00:00 mx postfix/smtp[777]: SSL_connect error to mx.example.org[203.0.113.9]:25: -1",
+        "Nov  5 09:00:00 mx postfix/smtp[777]: 4FFAILA: to=<z@example.org>, relay=mx.example.org[203.0.113.9]:25, delay=0.2, delays=0.1/0/0.1/0, dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)",
+    ]
+    [p] = run_advise(build(offered, plain, failure)).proposals
+    assert (p.level, p.policy) == ("remove_none", "may")
+    assert "fell back" not in p.reason and "TLS also failed once" in p.reason
+    assert (p.evidence["offered_not_used"], p.evidence["plaintext_fallbacks"]) == (3, 0)

@@ -41,6 +41,16 @@ def test_invalid_values_name_key_source_value_and_expectation(
     assert "10.0.0.0/33" in message
 
 
+def test_a_misspelt_environment_variable_is_refused_like_an_unknown_file_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TLSLOGD_LISTN", "0.0.0.0:10154")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {})
+    assert "unknown environment variable TLSLOGD_LISTN" in str(err.value)
+    assert "TLSLOGD_LISTEN" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("value", "want"),
     [

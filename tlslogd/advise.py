@@ -24,6 +24,7 @@ from tlslogd.destinations import (
     DAY,
     DELIVERIES,
     FAILURES,
+    FALLBACK,
     LEGACY,
     OFFERED,
     PLAINTEXT,
@@ -156,6 +157,7 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
         "trusted_or_verified": row[STRONG],
         "tls_failures": row[FAILURES],
         "offered_not_used": row[OFFERED],
+        "plaintext_fallbacks": row[FALLBACK],
         "legacy_protocol": row[LEGACY],
         "days": len(days),
         "first_day": _day(days[0] * DAY) if days else None,
@@ -168,19 +170,25 @@ def _propose(g: _Group, t: Thresholds, psl: PublicSuffixList) -> Proposal:
     def proposal(level: str, policy: str | None, reason: str) -> Proposal:
         return Proposal(g.key, domain, level, policy, reason, evidence)
 
-    if row[OFFERED] and row[FAILURES]:
+    if row[FALLBACK]:
         return proposal(
             "may",
             None,
             f"TLS failed {_times(row[FAILURES])} and Postfix fell back to plaintext "
-            f"{_times(row[OFFERED])}: fix the TLS failures first",
+            f"{_times(row[FALLBACK])}: fix the TLS failures first",
         )
     if row[OFFERED]:
+        failed = (
+            f" (TLS also failed {_times(row[FAILURES])}: tlslogd report lists why)"
+            if row[FAILURES]
+            else ""
+        )
         return proposal(
             "remove_none",
             "may",
             f"the server offered STARTTLS {_times(row[OFFERED])} and we sent in plaintext: a "
-            "'none' entry (or smtp_tls_security_level = none) overrides TLS for it; remove it",
+            f"'none' entry (or smtp_tls_security_level = none) overrides TLS for it; remove "
+            f"it{failed}",
         )
     if row[FAILURES] and not tls:
         return proposal(

@@ -22,7 +22,8 @@ STRONG = 5  # sent over TLS with a Trusted or Verified server certificate
 FAILURES = 6  # deliveries deferred or bounced by a TLS failure
 OFFERED = 7  # sent in plaintext although the server offered STARTTLS
 LEGACY = 8  # sent over TLSv1/TLSv1.1/SSLv3
-COLUMNS = 9
+FALLBACK = 9  # sent in plaintext after a failed TLS attempt (opportunistic TLS falling back)
+COLUMNS = 10
 
 DAY = 86400.0
 _MAX_RELAYS = 8
@@ -75,7 +76,10 @@ class Destination:
             domain=data["domain"],
             first_seen=float(data["first_seen"]),
             last_seen=float(data["last_seen"]),
-            days={int(d): [int(v) for v in row] for d, row in data.get("days", {}).items()},
+            days={  # rows saved before a column was added are shorter
+                int(d): [int(v) for v in row] + [0] * (COLUMNS - len(row))
+                for d, row in data.get("days", {}).items()
+            },
             relays={str(k): int(v) for k, v in data.get("relays", {}).items()},
             protocols={str(k): int(v) for k, v in data.get("protocols", {}).items()},
             trust={str(k): int(v) for k, v in data.get("trust", {}).items()},
@@ -160,6 +164,8 @@ class DestinationTable:
                 row[PLAINTEXT] += 1
                 if offered:
                     row[OFFERED] += 1
+                if failure:
+                    row[FALLBACK] += 1
             else:
                 row[UNKNOWN] += 1
         if relay_host:
