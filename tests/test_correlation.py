@@ -769,3 +769,15 @@ def test_connection_reuse_without_tlsproxy_is_our_engine_not_the_servers_handsha
     assert pipe.stats.reasons["outbound"] == {"engine": 8, "not_offered": 4}
     blamed = [p.key for p in pipe.stats.peers.query(category="tls_failure")]
     assert blamed == ["127.0.0.3"]  # the encrypt policy's server without STARTTLS, not 127.0.0.2
+
+
+def test_starttls_refused_because_our_engine_is_off_is_a_failed_session_counted_once() -> None:
+    """Postfix 2.6 forum log: smtpd disabled TLS at start (its key does not load), a client tried
+    STARTTLS four times and hung up each time. One engine failure for the process, four failed
+    sessions, and the client is not blamed."""
+    pipe, events = replay(wild_block("sessions.log", "file id 56970456181"))
+    pipe.finish()
+    assert pipe.stats.reasons["inbound"] == {"engine": 1}
+    ends = [e.starttls for e in events if isinstance(e, SessionEnd) and "192.168.10.6" in e.peer]
+    assert ends == ["failed"] * 4
+    assert not list(pipe.stats.peers.query(category="tls_failure"))

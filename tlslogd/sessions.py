@@ -107,6 +107,9 @@ class Entry:
     # inbound: messages counted at once, not held (a full queue, a before-queue filter's): the
     # session's DATA counter counts them too
     passed: int = 0
+    # inbound: STARTTLS failed because this process's TLS engine is off (counted once, when the
+    # process logged it)
+    engine_failed: bool = False
 
 
 _HELD_MAX = 100  # messages held per session (smtpd's default recipient and message limits)
@@ -593,7 +596,11 @@ class Correlator:
         if key in self._engine_down and (
             ev.source in ("lost", "ssl_error", "library") or ev.reason == "engine"
         ):
-            return  # TLS failed because our TLS engine is off: already counted as such
+            # TLS failed because our TLS engine is off: already counted as such
+            session = self._table.get(key)
+            if session is not None and session.started:
+                session.engine_failed = True
+            return
         entry = self._entry(ev, emit)
         if ev.peer is None and entry.tls is not None:
             ev.peer = entry.tls.peer  # the library problem of this process's TLS peer
@@ -804,6 +811,8 @@ class Correlator:
             ev.tls_protocol, ev.tls_cipher = entry.tls.protocol, entry.tls.cipher
         elif starttls is not None:
             ev.starttls = "used" if starttls[0] > 0 else "failed"
+        elif entry is not None and entry.engine_failed:
+            ev.starttls = "failed"  # smtpd answered STARTTLS with 454: our TLS engine is off
         elif (
             failure is not None
             and failure.source == "lost"
@@ -899,6 +908,7 @@ class Correlator:
                     "queued": [_message_data(m) for m in e.queued],
                     "proxied": [_message_data(m) for m in e.proxied],
                     "passed": e.passed,
+                    "engine_failed": e.engine_failed,
                     "failure": None
                     if f is None
                     else [
@@ -959,6 +969,7 @@ class Correlator:
                 queued=[_message(m) for m in item.get("queued") or ()],
                 proxied=[_message(m) for m in item.get("proxied") or ()],
                 passed=int(item.get("passed") or 0),
+                engine_failed=bool(item.get("engine_failed")),
             )
         self._waiting = {
             (m.host, m.queue_id): m
