@@ -781,3 +781,16 @@ def test_starttls_refused_because_our_engine_is_off_is_a_failed_session_counted_
     ends = [e.starttls for e in events if isinstance(e, SessionEnd) and "192.168.10.6" in e.peer]
     assert ends == ["failed"] * 4
     assert not list(pipe.stats.peers.query(category="tls_failure"))
+
+
+def test_handshake_summaries_pasted_without_a_tag_among_tagged_lines_are_counted() -> None:
+    """kumina/postfix_exporter PR 58 and grok patterns issue 197 quote summaries without their
+    syslog header; put among the lab log's tagged lines (an excerpt pasted into a log), they
+    name no process, but they are unrecognised lines, not silently ignored ones."""
+    pasted = wild_block("tls-summaries.log", "postfix_exporter/pull/58") + wild_block(
+        "tls-summaries.log", "postfix-grok-patterns/issues/197"
+    )
+    lab = LAB_LOG.read_text().splitlines(True)
+    pipe, events = replay("".join(lab[:40]) + pasted + "".join(lab[40:80]))
+    assert pipe.stats.totals["unrecognised_lines"] == 2
+    assert sorted(e.line for e in events if e.kind == "unrecognised") == sorted(pasted.splitlines())

@@ -644,12 +644,17 @@ class Parser:
         stamps = self.timestamps.cache
         parse_stamp = self.timestamps.parse
         services = self._services
+        summaries = 0
         for m in _MESSAGE.finditer(text):
             bracket = m.start()
             start = rfind("\n", 0, bracket) + 1
             kind = m.lastgroup
+            if kind == "tls" or kind == "unrec_tls":
+                summaries += 1
             if kind == "rep":
                 for repeated in self._repeated(m, text, start, bracket, with_lines):
+                    if type(repeated) is TlsEstablished:
+                        summaries += 1
                     if starts is not None:
                         starts.append(start)
                     yield repeated
@@ -682,6 +687,12 @@ class Parser:
             if starts is not None:
                 starts.append(start)
             yield ev
+        if starts is None and summaries < _summaries(text):
+            # handshake summaries without a syslog tag among tagged lines (an excerpt pasted
+            # into a log): no process to give them to, but counted, not silently ignored
+            lines = text.splitlines(True)
+            untagged = "".join(line for line in lines if _PID_TAG.search(line) is None)
+            yield from self._scan_untagged(untagged)
 
     @staticmethod
     def _scan_untagged(text: str) -> Iterator[Event]:
@@ -1215,6 +1226,11 @@ class Parser:
         if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
             return None  # cannot get/load something else
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")
+
+
+def _summaries(text: str) -> int:
+    """How many new-handshake summaries a chunk holds, tagged or not (one fast count)."""
+    return text.count("TLS connection established")
 
 
 def _direction(service: str) -> str:
