@@ -236,6 +236,35 @@ def test_restart_resumes_exactly_no_line_lost_or_counted_twice(
     assert metric(text, "tlslogd_log_lines_total") == len(LAB_LINES) - 300
 
 
+def test_after_a_restart_every_known_series_is_exported_from_zero(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # A series that came back only with its next event, at 1, would look to Prometheus like a
+    # counter that never moved (1 before, 1 after): that event would be lost to increase().
+    log = tmp_path / "mail.log"
+    state = tmp_path / "state"
+    log.write_text("".join(LAB_LINES))
+    d = run_daemon(daemons, log, state, "--from-start")
+    d.wait_lines(len(LAB_LINES))
+    _, before = d.get("/metrics")
+    assert d.stop() == 0
+    d2 = run_daemon(daemons, log, state)
+    _, after = d2.get("/metrics")
+
+    def series(text: str, name: str) -> dict[str, float]:
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                labels, _, value = line.rpartition(" ")
+                found[labels] = float(value)
+        return found
+
+    for name in ("tlslogd_deliveries_total", "tlslogd_tls_handshakes_total"):
+        old, new = series(before, name), series(after, name)
+        assert old and set(new) == set(old), name
+        assert set(new.values()) == {0.0}, name
+
+
 def test_rename_rotation_while_running_loses_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:
     log = tmp_path / "mail.log"
     log.write_text("".join(LAB_LINES[:200]))

@@ -1,7 +1,8 @@
 """Aggregation: counters keyed by small tuples of label values, durable totals, the peer table.
 
 ``Stats.add`` takes the correlator's outcomes. The counters are what ``/metrics`` shows (they
-start at zero in every process, as Prometheus expects); ``totals`` and the peer table are durable
+start at zero in every process, as Prometheus expects, with every series an earlier process
+exported already there at zero); ``totals`` and the peer table are durable
 and are saved with every checkpoint. Every label value comes from log text that a remote peer
 can influence (a crafted cipher or host name), so each label keeps at most ``label_cap`` distinct
 values and folds the rest into ``other``.
@@ -352,3 +353,13 @@ class Stats:
                 for row in saved.get(family, [])
                 if len(row) == len(labels) + 1
             }
+            # every series an earlier process exported is exported again from the start, at 0:
+            # one that reappeared only with its next event, at 1, would hide that increase
+            # from Prometheus (no drop, so no counter reset) and be absent until then
+            counter = self.counters[family]
+            for key in self.earlier[family]:
+                key = tuple(
+                    v if v == OTHER else self.cap(label, v)
+                    for label, v in zip(labels, key, strict=True)
+                )
+                counter.setdefault(key, 0)
