@@ -14,6 +14,7 @@ from publicsuffixlist import PublicSuffixList
 from tests.conftest import DATA, LAB_LOG, REFERENCE_TIME, tlslogd
 from tlslogd import summary
 from tlslogd.advise import Advice, Thresholds, advise, render_policy_map
+from tlslogd.destinations import COLUMNS, FALLBACK, Destination
 from tlslogd.parse import Parser
 from tlslogd.peers import PeerTable
 from tlslogd.pipeline import Pipeline
@@ -295,3 +296,19 @@ def test_a_none_policy_with_failures_is_not_called_a_fallback() -> None:
     assert (p.level, p.policy) == ("remove_none", "may")
     assert "fell back" not in p.reason and "TLS also failed once" in p.reason
     assert (p.evidence["offered_not_used"], p.evidence["plaintext_fallbacks"]) == (3, 0)
+
+
+def test_destination_rows_saved_before_the_fallback_column_keep_their_advice() -> None:
+    """A state saved by an older tlslogd has 9 columns per day: the fallback count is estimated
+    as before (plaintext to a server offering STARTTLS, up to the failures), so an upgrade does
+    not turn 'fix the TLS failures' into 'remove the none entry'."""
+    saved = {
+        "domain": "example.org",
+        "first_seen": 1.0,
+        "last_seen": 2.0,
+        "days": {"20000": [3, 1, 0, 1, 0, 0, 2, 1, 0], "20001": [2, 2, 2, 0, 0, 0, 0, 0, 0]},
+    }
+    entry = Destination.from_json(saved)
+    assert entry.days[20000][FALLBACK] == 1 and entry.days[20001][FALLBACK] == 0
+    assert all(len(row) == COLUMNS for row in entry.days.values())
+    assert Destination.from_json(entry.to_json()).days == entry.days

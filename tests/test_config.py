@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -41,14 +43,26 @@ def test_invalid_values_name_key_source_value_and_expectation(
     assert "10.0.0.0/33" in message
 
 
-def test_a_misspelt_environment_variable_is_refused_like_an_unknown_file_key(
+def test_a_misspelt_environment_variable_is_named_in_a_warning_not_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # not refused: Kubernetes sets TLSLOGD_PORT and the like for a Service named tlslogd
     monkeypatch.setenv("TLSLOGD_LISTN", "0.0.0.0:10154")
-    with pytest.raises(ConfigError) as err:
-        load_settings(None, {})
-    assert "unknown environment variable TLSLOGD_LISTN" in str(err.value)
-    assert "TLSLOGD_LISTEN" in str(err.value)
+    monkeypatch.setenv("TLSLOGD_SERVICE_HOST", "10.0.0.7")
+    monkeypatch.setenv("tlslogd_label_cap", "9")  # pydantic reads either case: a setting
+    assert load_settings(None, {}).label_cap == 9
+    result = subprocess.run(
+        [sys.executable, "-m", "tlslogd", "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "warning: ignoring TLSLOGD_LISTN, TLSLOGD_SERVICE_HOST: no such setting" in (
+        result.stderr
+    )
+    assert "TLSLOGD_LISTEN" in result.stderr
 
 
 @pytest.mark.parametrize(

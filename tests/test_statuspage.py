@@ -187,6 +187,9 @@ class StubSource:
     def lag_bytes(self) -> int | None:
         return self._lag
 
+    def tail_started(self) -> float | None:
+        return None
+
     def reopen(self) -> None:
         return None
 

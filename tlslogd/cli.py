@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from tlslogd import __version__, summary
-from tlslogd.config import ConfigError, Settings, effective, load_settings
+from tlslogd.config import (
+    ENV_PREFIX,
+    ConfigError,
+    Settings,
+    effective,
+    load_settings,
+    unknown_environment,
+)
 from tlslogd.destinations import DestinationTable
 from tlslogd.events import Event
 from tlslogd.parse import Parser
@@ -191,7 +198,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         "audit_config_dir": args.audit_config_dir,
         "log_level": args.log_level,
     }
-    return load_settings(args.config, flags)
+    settings = load_settings(args.config, flags)
+    unknown = unknown_environment()
+    if unknown:
+        known = ", ".join(ENV_PREFIX + key.upper() for key in Settings.model_fields)
+        print(
+            f"tlslogd: warning: ignoring {', '.join(unknown)}: no such setting (the settings "
+            f"are {known})",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _logging(level: str) -> None:

@@ -194,6 +194,18 @@ def _origin(key: str, flags: dict[str, Any], config_file: Path | None) -> str:
     return "defaults"
 
 
+def unknown_environment() -> list[str]:
+    """``TLSLOGD_*`` variables that name no setting: a typo, most likely, which would otherwise
+    go unnoticed (they are not refused: container platforms set ``TLSLOGD_PORT`` and the like
+    for a service of that name)."""
+    return sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    )
+
+
 def load_settings(config: Path | None = None, flags: dict[str, Any] | None = None) -> Settings:
     """Settings from flags (only those given), the environment and the TOML file.
 
@@ -210,19 +222,6 @@ def load_settings(config: Path | None = None, flags: dict[str, Any] | None = Non
                 tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from exc
-    unknown = sorted(
-        name
-        for name in os.environ
-        if name.startswith(ENV_PREFIX)
-        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
-    )
-    if unknown:  # a misspelt variable would otherwise be ignored without a word
-        known = ", ".join(ENV_PREFIX + k.upper() for k in Settings.model_fields)
-        raise ConfigError(
-            "invalid configuration: "
-            + "; ".join(f"unknown environment variable {name}" for name in unknown)
-            + f" (the settings are {known})"
-        )
     model: type[Settings] = Settings
     if config_file is not None:
         file_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})

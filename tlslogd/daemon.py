@@ -113,10 +113,6 @@ class Daemon:
         else:  # the same file under another spelling (relative, ./) is the same source
             self.source_kind = f"file:{os.path.abspath(settings.log)}"
         position = self._restore()
-        # reading starts at the end of the log: what comes next began after now, however long
-        # the log stays quiet before its first line
-        fresh = position is None and not settings.from_start and settings.log != "demo"
-        self._tail_start = time.monotonic() if fresh else None
         factory = source_factory or self._make_source
         self.source = factory(self.source_kind, position)
         self.registry = registry(self)
@@ -377,9 +373,11 @@ class Daemon:
     async def _consume(self) -> None:
         feed = self.pipeline.feed
         async for chunk in self.source.chunks():
-            if self._tail_start is not None:
-                self.correlator.quiet_start = time.monotonic() - self._tail_start
-                self._tail_start = None
+            began = self.source.tail_started()
+            if began is not None and self.correlator.stream_start is None:
+                # read from the end of the log: everything from then on is new, however long
+                # the log stayed quiet (or held other programs' lines only) before this chunk
+                self.correlator.quiet_start = time.monotonic() - began
             feed(chunk.data)
             self._last_read = time.time()
             self._dirty = True
@@ -393,7 +391,8 @@ class Daemon:
         while True:
             await asyncio.sleep(step)
             now = time.monotonic()
-            backlog = bool(self.source.lag_bytes())
+            # more than a batch behind: a backlog (a busy live log is always a little behind)
+            backlog = (self.source.lag_bytes() or 0) > self.settings.batch_bytes
             # a checkpoint writes every peer changed since the last one, tens of milliseconds
             # while a backlog is read, during which scrapes wait: then only every few seconds
             # (a crash re-reads those seconds of backlog from the previous checkpoint)

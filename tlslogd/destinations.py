@@ -19,7 +19,7 @@ TLS = 2  # sent over TLS
 PLAINTEXT = 3  # sent without TLS
 UNKNOWN = 4  # sent, TLS unknown (tlslogd was not reading when the connection started)
 STRONG = 5  # sent over TLS with a Trusted or Verified server certificate
-FAILURES = 6  # deliveries deferred or bounced by a TLS failure
+FAILURES = 6  # deliveries after a failed TLS attempt (deferred, bounced, or a plaintext retry)
 OFFERED = 7  # sent in plaintext although the server offered STARTTLS
 LEGACY = 8  # sent over TLSv1/TLSv1.1/SSLv3
 FALLBACK = 9  # sent in plaintext after a failed TLS attempt (opportunistic TLS falling back)
@@ -76,14 +76,22 @@ class Destination:
             domain=data["domain"],
             first_seen=float(data["first_seen"]),
             last_seen=float(data["last_seen"]),
-            days={  # rows saved before a column was added are shorter
-                int(d): [int(v) for v in row] + [0] * (COLUMNS - len(row))
-                for d, row in data.get("days", {}).items()
-            },
+            days={int(d): _row(row) for d, row in data.get("days", {}).items()},
             relays={str(k): int(v) for k, v in data.get("relays", {}).items()},
             protocols={str(k): int(v) for k, v in data.get("protocols", {}).items()},
             trust={str(k): int(v) for k, v in data.get("trust", {}).items()},
         )
+
+
+def _row(saved: list[Any]) -> list[int]:
+    """A saved daily row; one saved before the FALLBACK column existed gets the estimate the
+    advice used then: every plaintext delivery to a server offering STARTTLS, up to the
+    number of failures, followed a failed attempt."""
+    row = [int(v) for v in saved][:COLUMNS]
+    if len(row) <= FALLBACK:
+        row += [0] * (COLUMNS - len(row))
+        row[FALLBACK] = min(row[OFFERED], row[FAILURES])
+    return row
 
 
 class DestinationTable:

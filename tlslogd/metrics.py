@@ -77,8 +77,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "tlslogd_log_read_errors_total": MetricSpec(
         "counter",
-        "Failures to open or read the log, by kind; lost: log files rotated and compressed or "
-        "deleted before tlslogd could read them (it was not running).",
+        "Failures to open or read the log, by kind; lost: rotated log files compressed while "
+        "tlslogd was not running, with lines written after its last read.",
         ("error",),
     ),
     "tlslogd_label_values_folded_total": MetricSpec(

@@ -1225,7 +1225,10 @@ class Parser:
             return TlsFallback(host, tag, svc, pid, ts, _direction(svc), text)
         if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
             return None  # cannot get/load something else
-        return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, "engine")
+        # tlsproxy unreachable (smtp_tls_connection_reuse without it): this attempt's failure,
+        # by our doing; the process's TLS engine itself is fine
+        source = "proxy" if text.startswith("connect to") else "engine"
+        return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, source)
 
 
 def _summaries(text: str) -> int:

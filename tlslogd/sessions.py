@@ -261,8 +261,9 @@ class Correlator:
         # log time from which tlslogd has read everything: a connection set up before it may
         # have logged its handshake in the part not read
         self.stream_start: float | None = None
-        # seconds between the moment reading began and the first line, when that was the end of
-        # the log (tlslogd run on an idle log): the stream began that much before its first line
+        # seconds between the moment reading began at the end of the log (tlslogd run without
+        # a saved position) and the chunk with the first event: the stream began that much
+        # before that event
         self.quiet_start = 0.0
         self._next_sweep = 0.0
         self.evictions: dict[str, int] = {"expired": 0, "capacity": 0, "replaced": 0}
@@ -326,6 +327,8 @@ class Correlator:
                 self.stream_start = ts - self.quiet_start
             if ts >= self._next_sweep:
                 self._sweep(ts, emit)
+        if self._fallback and not (type(ev) is TlsFailure and ev.source == "library"):
+            self._fallback.discard((ev.host, ev.program, ev.pid))  # the warning's lines ended
         handler = self._handlers.get(type(ev))
         if handler is not None:
             handler(ev, emit)
@@ -569,11 +572,8 @@ class Correlator:
         self._fallback.add((ev.host, ev.program, ev.pid))
 
     def _failure(self, ev: TlsFailure, emit: Emit) -> None:
-        if self._fallback:
-            key = (ev.host, ev.program, ev.pid)
-            if ev.source == "library" and key in self._fallback:
-                return  # why a TLS setting did not load; Postfix went on with its default
-            self._fallback.discard(key)
+        if ev.source == "library" and (ev.host, ev.program, ev.pid) in self._fallback:
+            return  # why a TLS setting did not load; Postfix went on with its default
         if ev.service == "tlsproxy":
             self._proxy_failure(ev, emit)
             return
@@ -716,7 +716,6 @@ class Correlator:
 
     def _session_start(self, ev: SessionStart, emit: Emit) -> None:
         key = (ev.host, ev.program, ev.pid)
-        self._fallback.discard(key)
         old = self._table.pop(key, None)
         if old is not None:
             self.evictions["replaced"] += 1

@@ -54,6 +54,11 @@ class Source(Protocol):
         """Bytes written to the log but not read yet (None when unknown)."""
         ...
 
+    def tail_started(self) -> float | None:
+        """When (``time.monotonic()``) reading was placed at the end of the log, so that all
+        that follows is new; None when it resumed from a position or began at the start."""
+        ...
+
     def reopen(self) -> None:
         """SIGHUP: drop open handles and find the log again from its path."""
         ...

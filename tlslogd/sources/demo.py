@@ -86,6 +86,9 @@ class DemoSource:
     def lag_bytes(self) -> int | None:
         return 0
 
+    def tail_started(self) -> float | None:
+        return None
+
     def reopen(self) -> None:
         return None
 

@@ -300,6 +300,7 @@ class FileSource:
         self._read_full = False  # the last read filled its buffer: more is waiting
         self._watch = watch
         self._clock = clock
+        self._tail_started: float | None = None
         self._log = logger or logging.getLogger(__name__)
 
         self._saved: _Mark | None = None
@@ -407,6 +408,9 @@ class FileSource:
             "rotations": dict(self._rotations),
             "read_errors": dict(self._errors),
         }
+
+    def tail_started(self) -> float | None:
+        return self._tail_started
 
     def lag_bytes(self) -> int | None:
         tails = [t for t in (self._draining, self._current) if t is not None]
@@ -553,17 +557,21 @@ class FileSource:
         else:
             self._resolve("path")
         saved = self._saved
+        replaced = False
         if current is not None:
             try:
-                self._place(current, saved)
+                replaced = self._place(current, saved)
             except OSError as exc:
                 _close_fd(current.fd)
                 self._read_problem(current, exc)
                 return
-        if saved is not None and saved.ino and not _is_file(current, saved):
-            self._backlog = self._rotated_since(
+        if saved is not None and saved.ino and (replaced or not _is_file(current, saved)):
+            backlog = self._rotated_since(
                 self._saved_at, skip=(current, saved, self._saved_draining)
             )
+            if not replaced:  # else the new file is read at once: only compressed ones count
+                self._backlog = backlog
+        if saved is not None and saved.ino and not _is_file(current, saved):
             old = self._find(saved)
             if old is not None:
                 self._log.info(
@@ -583,24 +591,25 @@ class FileSource:
         self._started = True
         self._last_check = self._clock()
 
-    def _place(self, tail: _Tail, saved: _Mark | None) -> None:
-        """Set where to start reading the file found at the path."""
+    def _place(self, tail: _Tail, saved: _Mark | None) -> bool:
+        """Set where to start reading the file found at the path; True when it replaced the
+        saved file and no copy of that file's rest was found (it was rotated away, perhaps
+        compressed, and the new file got its inode number)."""
         size = os.fstat(tail.fd).st_size
         if saved is None:
             if not self._from_start:
                 tail.seek(_line_end(tail.fd, size))
-            return
+                self._tail_started = self._clock()
+            return False
         if not saved.ino or not _is_file(tail, saved):
-            return
+            return False
         if saved.offset <= size and _head_matches(tail.fd, saved.head, saved.head_len):
             tail.seek(saved.offset)
-            return
+            return False
         self._rotations["truncate"] += 1
         copy = self._copy_of(saved) if self._saved_draining is None else None
         if copy is not None:  # copytruncate while tlslogd was not running
             self._drain(copy, [], 0.0)
-        else:  # or rotated, compressed and replaced by a new file that got the same inode
-            self._errors["lost"] += 1
         self._log.warning(
             "%s was truncated or replaced while tlslogd was not running; reading %sit from "
             "the start%s",
@@ -610,12 +619,12 @@ class FileSource:
             if copy is not None
             else f" (lines written to the old file after offset {saved.offset} were not read)",
         )
+        return copy is None
 
     def _find(self, mark: _Mark) -> _Tail | None:
         """The file of ``mark`` in the log's directory, positioned at its offset."""
         tail = self._open_holding(self._same_inode(mark.dev, mark.ino), mark, same_file=True)
         if tail is None:
-            self._errors["lost"] += 1
             self._log.warning(
                 "cannot find %s (inode %d) any more, it was probably compressed or deleted: "
                 "lines may have been lost between offset %d and the end of the old file",

@@ -394,6 +394,7 @@ class JournalSource:
 
         self._bytes_read = 0
         self._errors = {"journal": 0, "journal_field": 0, "permission": 0}
+        self._tail_started: float | None = None
 
     # ----------------------------------------------------------------------------- public API
 
@@ -447,6 +448,7 @@ class JournalSource:
                 cursor = json.loads(raw).get("__CURSOR")
         self._cursor = cursor if isinstance(cursor, str) else None
         self._anchored = True
+        self._tail_started = time.monotonic()
         if self._cursor is None:
             self._log.info("no matching journal records yet; reading from the first one")
 
@@ -499,6 +501,9 @@ class JournalSource:
 
     def lag_bytes(self) -> int | None:
         return None
+
+    def tail_started(self) -> float | None:
+        return self._tail_started
 
     def reopen(self) -> None:
         """Restart journalctl from the last cursor."""
