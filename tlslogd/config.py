@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=300, description="seconds between durable checkpoints"
     )
     batch_bytes: int = Field(
-        default=64 << 10,
+        default=128 << 10,
         ge=4096,
         le=64 << 20,
         description="at most this many bytes per processing turn",
