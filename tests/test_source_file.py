@@ -1011,3 +1011,32 @@ def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(make: Factory, 
     second = make(log, position=chunk.position)
     assert drain(second) == lines(3, 4) + lines(5, prefix="new")
     assert second.counters()["rotations"]["truncate"] == 1
+
+
+def test_a_rotated_file_is_read_when_the_new_log_reuses_the_old_inode(
+    make: Factory, log: Path
+) -> None:
+    """Stopped; the log was rotated to mail.log.1, which was then rotated on and compressed,
+    and the new mail.log got the freed inode number back: mail.log.1 (written to since) is
+    read before the new log, nothing skipped."""
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None
+    first.close()
+    ino = log.stat().st_ino
+    append(log, lines(3))
+    old = log.with_name("mail.log.0")
+    log.rename(old)
+    one = log.with_name("mail.log.1")
+    one.write_bytes(lines(4, prefix="middle"))
+    with old.open("rb") as src, gzip.open(log.with_name("mail.log.2.gz"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    old.unlink()
+    log.write_bytes(lines(5, prefix="new"))
+    if log.stat().st_ino != ino:
+        pytest.skip("this file system did not hand the inode number out again")
+
+    second = make(log, position=chunk.position)
+    assert drain(second) == lines(4, prefix="middle") + lines(5, prefix="new")
+    assert second.counters()["read_errors"]["lost"] == 1  # line 3, in the .gz

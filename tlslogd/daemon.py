@@ -121,6 +121,7 @@ class Daemon:
         self._checkpoint_ts: float | None = None
         self._checkpoint_error: str | None = None
         self._dirty = False
+        self._tail_seen: float | None = None
         self._unrecognised_seen = 0
         self._candidates: dict[str, int] = {}
         self._psl = PublicSuffixList()
@@ -374,6 +375,11 @@ class Daemon:
         feed = self.pipeline.feed
         async for chunk in self.source.chunks():
             began = self.source.tail_started()
+            if began is not None and began != self._tail_seen:
+                # placed at the end of the log (no usable saved position): what came before
+                # is not read, so the stream begins there, whatever a restored state said
+                self._tail_seen = began
+                self.correlator.stream_start = None
             if began is not None and self.correlator.stream_start is None:
                 # read from the end of the log: everything from then on is new, however long
                 # the log stayed quiet (or held other programs' lines only) before this chunk

@@ -330,6 +330,8 @@ class Stats:
             "counters": {
                 f: [[*key, n] for key, n in self.since_created(f).items()] for f in FAMILIES
             },
+            # the series this process counted in: the next one exports them from the start
+            "counted": {f: [[*key] for key, n in self.counters[f].items() if n] for f in FAMILIES},
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -353,13 +355,12 @@ class Stats:
                 for row in saved.get(family, [])
                 if len(row) == len(labels) + 1
             }
-            # every series an earlier process exported is exported again from the start, at 0:
+            # the series the last process counted in are exported again from the start, at 0:
             # one that reappeared only with its next event, at 1, would hide that increase
-            # from Prometheus (no drop, so no counter reset) and be absent until then
+            # from Prometheus (no drop, so no counter reset). Those it did not count in were
+            # last exported at 0, so their next event shows; they are not kept forever. The
+            # label cap is not charged: these values were capped when they were counted
             counter = self.counters[family]
-            for key in self.earlier[family]:
-                key = tuple(
-                    v if v == OTHER else self.cap(label, v)
-                    for label, v in zip(labels, key, strict=True)
-                )
-                counter.setdefault(key, 0)
+            for row in data.get("counted", {}).get(family, []):
+                if len(row) == len(labels):
+                    counter.setdefault(tuple(row), 0)

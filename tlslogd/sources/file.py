@@ -566,11 +566,13 @@ class FileSource:
                 self._read_problem(current, exc)
                 return
         if saved is not None and saved.ino and (replaced or not _is_file(current, saved)):
-            backlog = self._rotated_since(
+            self._backlog = self._rotated_since(
                 self._saved_at, skip=(current, saved, self._saved_draining)
             )
-            if not replaced:  # else the new file is read at once: only compressed ones count
-                self._backlog = backlog
+            if replaced and self._backlog and current is not None:
+                # the new log got the old inode: the rotated files first, then it from the start
+                _close_fd(current.fd)
+                current = None
         if saved is not None and saved.ino and not _is_file(current, saved):
             old = self._find(saved)
             if old is not None:
