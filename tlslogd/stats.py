@@ -1,8 +1,8 @@
 """Aggregation: counters keyed by small tuples of label values, durable totals, the peer table.
 
 ``Stats.add`` takes the correlator's outcomes. The counters are what ``/metrics`` shows (they
-start at zero in every process, as Prometheus expects, with every series an earlier process
-exported already there at zero); ``totals`` and the peer table are durable
+start at zero in every process, as Prometheus expects, with every series the previous process
+counted in already there at zero); ``totals`` and the peer table are durable
 and are saved with every checkpoint. Every label value comes from log text that a remote peer
 can influence (a crafted cipher or host name), so each label keeps at most ``label_cap`` distinct
 values and folds the rest into ``other``.
