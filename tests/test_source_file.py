@@ -1040,3 +1040,34 @@ def test_a_rotated_file_is_read_when_the_new_log_reuses_the_old_inode(
     second = make(log, position=chunk.position)
     assert drain(second) == lines(4, prefix="middle") + lines(5, prefix="new")
     assert second.counters()["read_errors"]["lost"] == 1  # line 3, in the .gz
+
+
+def test_rotated_twice_and_the_saved_file_compressed_reads_the_next_one_before_the_log(
+    make: Factory, log: Path
+) -> None:
+    """Stopped at mail.log; rotated twice while stopped, and the file tlslogd was reading was
+    compressed on the second rotation: its rest is lost (counted), mail.log.1 is read before the
+    new mail.log, each once."""
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None
+    first.close()
+
+    one = log.with_name("mail.log.1")
+    append(log, lines(3))
+    log.rename(one)
+    log.write_bytes(lines(4, prefix="middle"))
+    with one.open("rb") as src, gzip.open(log.with_name("mail.log.2.gz"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    saved_ino = one.stat().st_ino
+    one.unlink()
+    log.with_name("other.log").write_bytes(b"")  # takes the freed inode number, if it comes back
+    log.rename(one)
+    log.write_bytes(lines(5, prefix="new"))
+    if log.stat().st_ino == saved_ino:
+        pytest.skip("the new log got the saved file's inode number")
+
+    second = make(log, position=chunk.position)
+    assert drain(second) == lines(4, prefix="middle") + lines(5, prefix="new")
+    assert second.counters()["read_errors"]["lost"] == 1

@@ -584,6 +584,10 @@ class FileSource:
                 if current is not None:
                     _close_fd(current.fd)
                 current = old
+            elif self._backlog and current is not None:
+                # its rest is gone: the rotated files written to since first, then the new log
+                _close_fd(current.fd)
+                current = None
         if self._saved_draining is not None:
             self._draining = self._find(self._saved_draining)
             if self._draining is not None:
