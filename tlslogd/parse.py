@@ -196,7 +196,7 @@ _SEVERITY_WORDS: Final = frozenset(
 _HEADER: Final = re.compile(
     rf"""
     (?:[^\s|]+\s+\|\s+)?
-    (?:[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s+\S+\s+[^\s\[\]]+\[\d+\]:\s+
+    (?:[^\W\d_]{{3,5}}\.?\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s+\S+\s+[^\s\[\]]+\[\d+\]:\s+
        (?=[A-Z][a-z]{{2}}\s+[0-3]?\d\s+\d\d:\d\d:\d\d\s))?
     (?:(?P<s6>\d{{4}}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+)\s+(?=[a-z0-9]+\.{_LEVEL}:\s))?
     (?:[a-z0-9]+\.{_LEVEL}:\s+)?
@@ -688,11 +688,17 @@ class Parser:
                 starts.append(start)
             yield ev
         if starts is None and summaries < _summaries(text):
-            # handshake summaries without a syslog tag among tagged lines (an excerpt pasted
-            # into a log): no process to give them to, but counted, not silently ignored
+            # handshake summaries the scan did not read: without a syslog tag among tagged
+            # lines (an excerpt pasted into a log), or with something before the message (a
+            # forum's markup): counted as unrecognised, not silently ignored
             lines = text.splitlines(True)
             untagged = "".join(line for line in lines if _PID_TAG.search(line) is None)
             yield from self._scan_untagged(untagged)
+            for line in lines:
+                if _SUMMARY in line and _PID_TAG.search(line) is not None:
+                    found = _MESSAGE.search(line)
+                    if found is None or found.lastgroup not in ("tls", "unrec_tls", "rep"):
+                        yield self._unrecognised(line.rstrip("\n"), 0, line.find, None)
 
     @staticmethod
     def _scan_untagged(text: str) -> Iterator[Event]:
@@ -1231,9 +1237,12 @@ class Parser:
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, source)
 
 
+_SUMMARY: Final = "TLS connection established"
+
+
 def _summaries(text: str) -> int:
     """How many new-handshake summaries a chunk holds, tagged or not (one fast count)."""
-    return text.count("TLS connection established")
+    return text.count(_SUMMARY)
 
 
 def _direction(service: str) -> str:
