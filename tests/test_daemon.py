@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LAB_LOG, tlslogd
 
@@ -251,13 +252,13 @@ def test_after_a_restart_every_known_series_is_exported_from_zero(
     d2 = run_daemon(daemons, log, state)
     _, after = d2.get("/metrics")
 
-    def series(text: str, name: str) -> dict[str, float]:
-        found = {}
-        for line in text.splitlines():
-            if line.startswith(name + "{"):
-                labels, _, value = line.rpartition(" ")
-                found[labels] = float(value)
-        return found
+    def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return {
+            tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        }
 
     for name in ("tlslogd_deliveries_total", "tlslogd_tls_handshakes_total"):
         old, new = series(before, name), series(after, name)

@@ -93,6 +93,23 @@ def lines(*numbers: int, prefix: str = "line") -> bytes:
     return b"".join(f"{prefix} {n}\n".encode() for n in numbers)
 
 
+def read_then_stop(make: Factory, log: Path) -> dict[str, Any]:
+    """Lines 1 and 2 in the log, read by a source that then stops: its saved position."""
+    log.write_bytes(lines(1, 2))
+    first = make(log)
+    chunk = first.read_available()
+    assert chunk is not None and chunk.data == lines(1, 2)
+    first.close()
+    return chunk.position
+
+
+def gzip_away(path: Path, gz: Path) -> None:
+    """Compress a rotated log and remove it, as logrotate's compress and postfix logrotate do."""
+    with path.open("rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    path.unlink()
+
+
 # --------------------------------------------------------------------------- complete lines
 
 
@@ -951,21 +968,15 @@ def test_two_rotations_while_stopped_read_every_file_in_order(
 def test_postfix_logrotate_while_stopped_is_counted_as_lost_lines(make: Factory, log: Path) -> None:
     """``postfix logrotate`` (maillog_file) renames the log and gzips it at once: the lines
     written after tlslogd stopped are only in the .gz, which the daemon cannot follow."""
-    log.write_bytes(lines(1, 2))
-    first = make(log)
-    chunk = first.read_available()
-    assert chunk is not None
-    first.close()
+    position = read_then_stop(make, log)
 
     append(log, lines(3))
     rotated = log.with_name("mail.log.20261126-105000")
     log.rename(rotated)
-    with rotated.open("rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    rotated.unlink()
+    gzip_away(rotated, rotated.with_name(rotated.name + ".gz"))
     log.write_bytes(lines(4, prefix="new"))
 
-    second = make(log, position=chunk.position)
+    second = make(log, position=position)
     assert drain(second) == lines(4, prefix="new")
     assert second.counters()["read_errors"]["lost"] == 1  # the .gz, whatever the new inode
 
@@ -975,22 +986,16 @@ def test_a_rotated_file_compressed_with_nothing_unread_is_not_counted_as_lost(
 ) -> None:
     """gzip keeps the file's time: a compressed log last written before tlslogd's last read
     held nothing it had not read."""
-    log.write_bytes(lines(1, 2))
-    first = make(log)
-    chunk = first.read_available()
-    assert chunk is not None
-    first.close()
-    written = chunk.position["read_at"] - 60
+    position = read_then_stop(make, log)
+    written = position["read_at"] - 60
     os.utime(log, (written, written))
     rotated = log.with_name("mail.log.20261126-105000")
     log.rename(rotated)
-    with rotated.open("rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    os.utime(f"{rotated}.gz", (written, written))
-    rotated.unlink()
+    gzip_away(rotated, rotated.with_name(rotated.name + ".gz"))
+    os.utime(rotated.with_name(rotated.name + ".gz"), (written, written))
     log.write_bytes(lines(4, prefix="new"))
 
-    second = make(log, position=chunk.position)
+    second = make(log, position=position)
     assert drain(second) == lines(4, prefix="new")
     assert second.counters()["read_errors"]["lost"] == 0
 
@@ -1019,25 +1024,19 @@ def test_a_rotated_file_is_read_when_the_new_log_reuses_the_old_inode(
     """Stopped; the log was rotated to mail.log.1, which was then rotated on and compressed,
     and the new mail.log got the freed inode number back: mail.log.1 (written to since) is
     read before the new log, nothing skipped."""
-    log.write_bytes(lines(1, 2))
-    first = make(log)
-    chunk = first.read_available()
-    assert chunk is not None
-    first.close()
+    position = read_then_stop(make, log)
     ino = log.stat().st_ino
     append(log, lines(3))
     old = log.with_name("mail.log.0")
     log.rename(old)
     one = log.with_name("mail.log.1")
     one.write_bytes(lines(4, prefix="middle"))
-    with old.open("rb") as src, gzip.open(log.with_name("mail.log.2.gz"), "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    old.unlink()
+    gzip_away(old, log.with_name("mail.log.2.gz"))
     log.write_bytes(lines(5, prefix="new"))
     if log.stat().st_ino != ino:
         pytest.skip("this file system did not hand the inode number out again")
 
-    second = make(log, position=chunk.position)
+    second = make(log, position=position)
     assert drain(second) == lines(4, prefix="middle") + lines(5, prefix="new")
     assert second.counters()["read_errors"]["lost"] == 1  # line 3, in the .gz
 
@@ -1048,26 +1047,20 @@ def test_rotated_twice_and_the_saved_file_compressed_reads_the_next_one_before_t
     """Stopped at mail.log; rotated twice while stopped, and the file tlslogd was reading was
     compressed on the second rotation: its rest is lost (counted), mail.log.1 is read before the
     new mail.log, each once."""
-    log.write_bytes(lines(1, 2))
-    first = make(log)
-    chunk = first.read_available()
-    assert chunk is not None
-    first.close()
+    position = read_then_stop(make, log)
 
     one = log.with_name("mail.log.1")
     append(log, lines(3))
     log.rename(one)
     log.write_bytes(lines(4, prefix="middle"))
-    with one.open("rb") as src, gzip.open(log.with_name("mail.log.2.gz"), "wb") as dst:
-        shutil.copyfileobj(src, dst)
     saved_ino = one.stat().st_ino
-    one.unlink()
+    gzip_away(one, log.with_name("mail.log.2.gz"))
     log.with_name("other.log").write_bytes(b"")  # takes the freed inode number, if it comes back
     log.rename(one)
     log.write_bytes(lines(5, prefix="new"))
     if log.stat().st_ino == saved_ino:
         pytest.skip("the new log got the saved file's inode number")
 
-    second = make(log, position=chunk.position)
+    second = make(log, position=position)
     assert drain(second) == lines(4, prefix="middle") + lines(5, prefix="new")
     assert second.counters()["read_errors"]["lost"] == 1

@@ -691,14 +691,15 @@ class Parser:
             # handshake summaries the scan did not read: without a syslog tag among tagged
             # lines (an excerpt pasted into a log), or with something before the message (a
             # forum's markup): counted as unrecognised, not silently ignored
-            lines = text.splitlines(True)
-            untagged = "".join(line for line in lines if _PID_TAG.search(line) is None)
-            yield from self._scan_untagged(untagged)
-            for line in lines:
-                if _SUMMARY in line and _PID_TAG.search(line) is not None:
+            untagged: list[str] = []
+            for line in text.splitlines(True):
+                if _PID_TAG.search(line) is None:
+                    untagged.append(line)
+                elif _SUMMARY in line:
                     found = _MESSAGE.search(line)
                     if found is None or found.lastgroup not in ("tls", "unrec_tls", "rep"):
                         yield self._unrecognised(line.rstrip("\n"), 0, line.find, None)
+            yield from self._scan_untagged("".join(untagged))
 
     @staticmethod
     def _scan_untagged(text: str) -> Iterator[Event]:

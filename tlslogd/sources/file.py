@@ -569,12 +569,7 @@ class FileSource:
             self._backlog = self._rotated_since(
                 self._saved_at, skip=(current, saved, self._saved_draining)
             )
-            if replaced and self._backlog and current is not None:
-                # the new log got the old inode: the rotated files first, then it from the start
-                _close_fd(current.fd)
-                current = None
-        if saved is not None and saved.ino and not _is_file(current, saved):
-            old = self._find(saved)
+            old = None if replaced else self._find(saved)
             if old is not None:
                 self._log.info(
                     "%s was rotated while tlslogd was not running; reading the rest of %s first",
@@ -585,7 +580,8 @@ class FileSource:
                     _close_fd(current.fd)
                 current = old
             elif self._backlog and current is not None:
-                # its rest is gone: the rotated files written to since first, then the new log
+                # the saved file's rest is gone (or the new log took its inode): the rotated
+                # files written to since first, then the new log from its start
                 _close_fd(current.fd)
                 current = None
         if self._saved_draining is not None:
