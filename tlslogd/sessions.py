@@ -521,11 +521,8 @@ class Correlator:
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
         failures: list[TlsFailure] = []  # what this line completes, counted after it
-        if (
-            ev.reason in ("engine", "handshake")
-            and (ev.host, ev.program, ev.pid) in self._engine_down
-        ):
-            entry.failure = None  # our TLS engine is off: counted as such, not the server's
+        if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
+            entry.failure = None  # our TLS engine is off: counted once, and not the server's
         elif ev.reason is not None:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):
