@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LAB_LOG, tlslogd
+from tests.conftest import DATA, LAB_LOG, tlslogd
 
 
 def free_port() -> int:
@@ -163,6 +163,39 @@ def test_reads_the_log_from_the_start_and_serves_metrics_and_api(
     assert status == 400 and "unknown parameter 'catgory'" in error
     status, page = d.get("/")
     assert status == 200 and "Outbound deliveries over TLS" in page
+    assert d.stop() == 0
+
+
+def test_legacy_protocol_and_failure_peers_are_exported_with_protocol_and_reason(
+    tmp_path: Path, daemons: list[Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real handshake and failure lines from the wild: the Grafana tables of who still needs
+    TLSv1/1.1 (by protocol and direction) and of failing peers (by reason) read these series;
+    the folded rest stays in _other of the per-category ranking."""
+    text = "".join(
+        (DATA / "wild" / name).read_text() for name in ("tls-summaries.log", "failures.log")
+    )
+    log = tmp_path / "mail.log"
+    log.write_text(text)
+    monkeypatch.setenv("TLSLOGD_TOP_PEERS", "3")
+    d = run_daemon(daemons, log, tmp_path / "state", "--from-start")
+    d.wait_lines(text.count("\n"))
+    _, scraped = d.get("/metrics")
+    legacy = "tlslogd_top_peer_legacy_handshakes"
+    assert metric(scraped, legacy, peer="relay.example.org", protocol="TLSv1", direction="outbound")
+    assert metric(scraped, legacy, peer="209.85.213.47", protocol="TLSv1", direction="inbound")
+    failures = "tlslogd_top_peer_tls_failures"
+    assert metric(scraped, failures, peer="internet.nl", reason="protocol") == 2
+    peers = {
+        sample.labels["peer"]
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == legacy
+    }
+    assert len(peers) == 3  # only the top-N of the category
+    ranked = metric(scraped, "tlslogd_top_peer_events", category="legacy_protocol")
+    assert metric(scraped, "tlslogd_top_peer_events", category="legacy_protocol", peer="_other")
+    assert ranked == d.totals()["legacy_protocol_handshakes"]
     assert d.stop() == 0
 
 

@@ -123,6 +123,18 @@ METRICS: dict[str, MetricSpec] = {
         'peer="_other" sums the rest.',
         ("category", "peer", "domain"),
     ),
+    "tlslogd_top_peer_legacy_handshakes": MetricSpec(
+        "gauge",
+        "Legacy-protocol handshakes by protocol of the top-N legacy_protocol peers since the "
+        "state was created; direction is inbound, outbound or both (the peer's legacy "
+        "handshakes went both ways).",
+        ("peer", "domain", "protocol", "direction"),
+    ),
+    "tlslogd_top_peer_tls_failures": MetricSpec(
+        "gauge",
+        "TLS failures by reason of the top-N tls_failure peers since the state was created.",
+        ("peer", "domain", "reason"),
+    ),
     "tlslogd_build_info": MetricSpec(
         "gauge", "Build information (always 1).", ("version", "python")
     ),
@@ -234,16 +246,31 @@ class Collector(prometheus_client.registry.Collector):
         distinct = GaugeMetricFamily("tlslogd_peers", spec.help, labels=spec.labels)
         spec = METRICS["tlslogd_top_peer_events"]
         ranking = GaugeMetricFamily("tlslogd_top_peer_events", spec.help, labels=spec.labels)
+        spec = METRICS["tlslogd_top_peer_legacy_handshakes"]
+        legacy = GaugeMetricFamily(
+            "tlslogd_top_peer_legacy_handshakes", spec.help, labels=spec.labels
+        )
+        spec = METRICS["tlslogd_top_peer_tls_failures"]
+        failures = GaugeMetricFamily("tlslogd_top_peer_tls_failures", spec.help, labels=spec.labels)
         for category, (best, rest, having) in stats.peers.top(top).items():
             distinct.add_metric((category,), having)
             for peer in best:
-                ranking.add_metric(
-                    (category, peer.key, stats.peers.domain_of(peer) or ""), peer.counts[category]
-                )
+                domain = stats.peers.domain_of(peer) or ""
+                ranking.add_metric((category, peer.key, domain), peer.counts[category])
+                if category == "legacy_protocol":
+                    ways = peer.legacy_directions
+                    direction = "both" if len(ways) > 1 else next(iter(ways), "")
+                    for protocol, n in peer.protocols.items():
+                        legacy.add_metric((peer.key, domain, protocol, direction), n)
+                elif category == "tls_failure":
+                    for reason, n in peer.reasons.items():
+                        failures.add_metric((peer.key, domain, reason), n)
             if having > len(best):
                 ranking.add_metric((category, "_other", ""), rest)
         yield distinct
         yield ranking
+        yield legacy
+        yield failures
 
     @staticmethod
     def _counter(name: str, values: Iterable[tuple[Any, int | float]]) -> CounterMetricFamily:
