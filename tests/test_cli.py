@@ -335,3 +335,62 @@ def test_report_suggests_counting_loopback_relays_only_when_local_networks_made_
     table = tlslogd("report", "-", stdin=lmtp_only).stdout
     assert "local (content filters, LMTP): 1" in table
     assert hint not in table
+
+
+EXPORTS = DATA / "exports"
+
+
+def _without_times(report: dict[str, object]) -> dict[str, object]:
+    """A report without the peers' first/last seen (the journal keeps microseconds)."""
+    return {k: v for k, v in report.items() if k != "peers"}
+
+
+def test_a_saved_journalctl_json_export_reads_like_the_same_records_printed_as_text() -> None:
+    """Real ``journalctl -o json`` output and ``-o short-full`` of the same journal records: the
+    same report, as the daemon's journal source reads the same records."""
+    exported = tlslogd("report", "--format", "json", str(EXPORTS / "journalctl-json.log"))
+    printed = tlslogd(
+        "report", "--format", "json", str(DATA / "real" / "journalctl-short-full.log")
+    )
+    assert exported.returncode == 0 and exported.stderr == ""
+    got, want = json.loads(exported.stdout), json.loads(printed.stdout)
+    assert got["lines"] == {"total": 126, "event": 83, "ignored": 43, "unrecognised": 0}
+    assert _without_times(got) == _without_times(want)
+    assert [p["peer"] for p in got["peers"]["tls_failure"]] == [
+        p["peer"] for p in want["peers"]["tls_failure"]
+    ]
+
+
+def test_docker_json_file_records_give_their_log_lines(tmp_path: Path) -> None:
+    """Docker's json-file log of a Postfix container (real lines): each record's ``log`` is the
+    line; a line Docker split into pieces is joined again; a broken record is said once and
+    read as it is."""
+    records = (EXPORTS / "docker-json-file.log").read_text().splitlines()
+    first = json.loads(records[0])
+    head, tail = first["log"][:30], first["log"][30:]
+    pieces = [json.dumps({**first, "log": head}), json.dumps({**first, "log": tail})]
+    path = tmp_path / "container-json.log"
+    path.write_text("\n".join([*pieces, *records[1:], '{"log": "cut', '{"log": "cut']) + "\n")
+    out = tlslogd("parse", "--all", str(path))
+    assert out.returncode == 0
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    kinds = [(e["kind"], e["host"], e["pid"]) for e in events[:4]]
+    assert kinds == [
+        ("session_start", "stash", 17196),
+        ("session_end", "stash", 17196),
+        ("session_start", "stash", 17196),
+        ("session_end", "stash", 17196),
+    ]
+    assert events[0]["line"] == first["log"].rstrip("\n")
+    assert [e["line"] for e in events[4:]] == ['{"log": "cut', '{"log": "cut']
+    assert out.stderr.count("is not a JSON object") == 1
+
+
+def test_journal_records_without_a_usable_line_are_said_not_dropped() -> None:
+    """Real journalctl JSON with a MESSAGE it left out (null, over 4096 bytes without --all):
+    named on standard error; the other records are read."""
+    out = tlslogd("report", "--format", "json", str(DATA / "journal" / "quirks.jsonl"))
+    assert out.returncode == 0
+    assert "MESSAGE is missing or was left out by journalctl" in out.stderr
+    report = json.loads(out.stdout)
+    assert report["lines"]["event"] >= 1

@@ -34,6 +34,7 @@ from tlslogd.peers import CATEGORIES, PeerTable, row_seen
 from tlslogd.pipeline import Pipeline
 from tlslogd.records import to_record
 from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.sources.journal import FieldError, record_line
 from tlslogd.state import StateError
 from tlslogd.stats import Stats
 from tlslogd.web import BadRequest, parse_since
@@ -323,8 +324,71 @@ def _open(name: str) -> io.BufferedIOBase:
     return open(name, "rb")
 
 
+class _JsonExport:
+    """The log lines of a saved JSON export, one JSON object per line: ``journalctl -o json``
+    records become the lines the journal source makes of them, and Docker's json-file records
+    (``{"log": LINE, "stream": ..., "time": ...}``) give their LINE (joined again when Docker
+    split a long one). A line that is neither stays as it is; a record without a usable line
+    is reported once per problem."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.partial = ""
+        self.reported: set[str] = set()
+
+    def lines(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for raw in data.splitlines():
+            text = raw.strip().lstrip(b"\x1e")  # json-seq's record separator
+            if not text.startswith(b"{"):
+                out.append(raw + b"\n")
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                self._report("a line that starts with '{' is not a JSON object")
+                out.append(raw + b"\n")
+                continue
+            log = record.get("log")
+            if isinstance(log, str):
+                self.partial += log
+                if self.partial.endswith("\n"):
+                    out.append(self.partial.encode("utf-8", "replace"))
+                    self.partial = ""
+                continue
+            try:
+                out.append(record_line(record))
+            except FieldError as exc:
+                self._report(f"a journal record's {exc}")
+                out.append(raw + b"\n")
+        return b"".join(out)
+
+    def rest(self) -> bytes:
+        """A Docker line still in pieces when the file ends."""
+        rest, self.partial = self.partial, ""
+        return (rest + "\n").encode("utf-8", "replace") if rest else b""
+
+    def _report(self, problem: str) -> None:
+        if problem not in self.reported:
+            self.reported.add(problem)
+            print(f"tlslogd: {self.name}: {problem}; read as it is", file=sys.stderr)
+
+
 def read_chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
-    """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time."""
+    """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time, with
+    the records of a saved JSON export (:class:`_JsonExport`) turned into their log lines."""
+    export = _JsonExport(name)
+    for data in _raw_chunks(name, size):
+        if data[:1] in (b"{", b"\x1e") or b"\n{" in data or b"\n\x1e" in data:
+            data = export.lines(data)
+        yield data
+    if rest := export.rest():
+        yield rest
+
+
+def _raw_chunks(name: str, size: int) -> Iterator[bytes]:
     f = _open(name)
     try:
         rest = b""
