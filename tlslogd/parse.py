@@ -188,6 +188,7 @@ _SEVERITY_WORDS: Final = frozenset(
 #   2024-07-03T17:18:06.602684852Z Jul 03 ...      docker logs --timestamps before the stamp,
 #   postfix/smtpd[1234                              the tag alone (no timestamp, no host),
 #   /var/log/mail.log.1:Nov  5 ...                  grep -H / zgrep's file name before the stamp,
+#   Mar 19 23:48:18 <mail.info> mx ...             FreeBSD syslogd -vv (-v: "<2.6>"),
 #   Wed 2025-11-05 09:03:07 UTC mx ...             journalctl -o short-full,
 #   1762333387.118402 mx ...                        journalctl -o short-unix,
 #   [  642875.000001] mx ...                        journalctl -o short-monotonic (no wall clock),
@@ -213,6 +214,7 @@ _HEADER: Final = re.compile(
         |[^\W\d_]{{3,5}}\.?\s+[0-3]?\d\s+\d\d:\d\d:\d\d
       )\s+
     )?
+    (?:<(?:[a-z0-9]+\.[a-z]+|\d{{1,2}}\.\d)>\s+)?
     (?:[a-z0-9]+\.{_LEVEL}\s+)?
     (?:(?P<host>[^\s\[\]|]+)\s+)??
     (?:{_SEVERITY}\s+|<{_SEVERITY}>\s+)?
