@@ -24,7 +24,14 @@ from tlslogd.stats import Stats
 
 WILD = DATA / "wild"
 GOLDEN = WILD / "golden.json"
-FILES = ("sessions.log", "deliveries.log", "failures.log", "tls-summaries.log", "misc.log")
+FILES = (
+    "sessions.log",
+    "deliveries.log",
+    "failures.log",
+    "tls-summaries.log",
+    "misc.log",
+    "recent.log",
+)
 
 
 def blocks() -> list[tuple[str, str, str]]:
