@@ -338,7 +338,7 @@ def test_dashboard_census_panels() -> None:
     candidates, configuration audit, peers per category with the API hint."""
     exprs = dashboard_exprs()
     overview = " ".join(e.raw for e in exprs if e.dashboard == "tlslogd-overview")
-    assert 'key_exchange=~".*MLKEM.*"' in overview
+    assert 'key_exchange=~"(?i).*(MLKEM|KYBER|SNTRUP).*"' in overview
     assert r'protocol=~"SSLv3|TLSv1|TLSv1\\.1"' in overview
     assert "tlslogd_policy_candidates" in overview
     assert "tlslogd_config_check" in overview

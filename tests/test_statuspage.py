@@ -260,6 +260,11 @@ def test_a_lab_on_loopback_is_told_how_to_count_its_peers(tmp_path: Path) -> Non
     assert page.value("messages-local") == summary["adoption"]["inbound"]["messages_local"] > 0
     html = render_status(summary, peers)
     assert html.count("set <code>local_networks = []</code>") == 2
+    (programs,) = page.find("section", id="by-program")
+    assert "No remote inbound sessions; 56 from local clients" in programs.text()
+    (totals,) = page.find("section", id="totals")
+    assert "remote inbound sessions over TLS" in totals.text()
+    assert "… from local clients" in totals.text()
     assert "local_networks = []" not in render_status(*build(tmp_path / "r", LAB_TEXT))
 
 
@@ -497,7 +502,9 @@ def test_page_is_self_contained_accessible_and_refreshes(lab: tuple[dict[str, An
     assert refresh.attrs["content"] == str(REFRESH_SECONDS)
     assert f'<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>' in html
     # nothing from elsewhere: no external scripts, styles, fonts or images
-    assert not page.find("link") and not page.find("img") and not page.find("iframe")
+    # (the icon is an empty data: URL, so that the browser does not ask for /favicon.ico)
+    assert [link.attrs for link in page.find("link")] == [{"rel": "icon", "href": "data:,"}]
+    assert not page.find("img") and not page.find("iframe")
     assert all("src" not in s.attrs for s in page.find("script"))
     assert not re.search(r"url\(|@import|https?://", html)
     # one h1, a heading in every section, headers in every table
@@ -752,3 +759,54 @@ def test_browser_page_refreshes_itself_and_says_when_tlslogd_stops_answering(
     assert page.value("outbound-plaintext") == 8  # the second answer was swapped in
     offline = page.by_id("banner-offline")
     assert "hidden" not in offline.attrs and "not answering" in offline.text()
+
+
+@browser
+@pytest.mark.slow
+def test_browser_refresh_keeps_the_focused_link_and_the_scroll_position(tmp_path: Path) -> None:
+    """A keyboard user on the second of two links to the same address (the failing peers' JSON,
+    also linked from the legacy card at the top) stays there across the refresh, and the page
+    does not scroll back to the top. A probe script added to the served page focuses the link
+    and records, every second, which section holds the focus and how far the page is scrolled
+    (the document element survives the swap of the body)."""
+    summary, peers = build(tmp_path, LAB_TEXT)
+    probe = (
+        "<script>addEventListener('load',()=>{"
+        "const l=document.querySelectorAll('[href=\"/api/v1/peers?category=tls_failure\"]');"
+        "l[l.length-1].focus();const y0=scrollY;"
+        "setInterval(()=>{const e=document.documentElement,a=document.activeElement;"
+        "e.dataset.focus=(a&&a.closest('section')||{}).id||'none';"
+        "e.dataset.scrolled=String(scrollY>0&&scrollY===y0)},1000)})"
+        "</script></head>"
+    )
+    page_html = render_status(summary, peers).replace("</head>", probe, 1)
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            body = page_html.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        budget = f"--virtual-time-budget={(REFRESH_SECONDS + 3) * 1000}"
+        dom = chromium(url, tmp_path / "profile", "--window-size=1200,900", budget, "--dump-dom")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert served.count("/") == 2  # the page, then one refresh
+    head = dom[: dom.index(">", dom.index("<html")) + 1]
+    assert 'data-focus="peers-tls_failure"' in head, head
+    assert 'data-scrolled="true"' in head, head

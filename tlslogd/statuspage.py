@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
@@ -110,18 +111,20 @@ _TOTALS: Final[Mapping[str, str]] = {
     "tls_handshakes_outbound": "… outbound",
     "legacy_protocol_handshakes": "handshakes on TLSv1/TLSv1.1",
     "deliveries": "delivery attempts",
-    "tls_deliveries": "deliveries sent over TLS",
-    "plaintext_deliveries": "deliveries sent in plaintext",
+    "tls_deliveries": "deliveries sent over TLS (local next hops too)",
+    "plaintext_deliveries": "deliveries sent in plaintext to remote servers",
     "offered_plaintext_deliveries": "… to servers offering STARTTLS",
     "local_plaintext_deliveries": "local plaintext deliveries",
     "unknown_tls_deliveries": "deliveries with unknown TLS (local ones too)",
     "starttls_offered": "STARTTLS offers not used",
     "tls_failures": "TLS failures",
-    "sessions": "inbound sessions",
-    "tls_sessions": "inbound sessions over TLS",
-    "plaintext_sessions": "inbound sessions without STARTTLS",
-    "messages_received": "messages received",
-    "tls_messages_received": "messages received over TLS",
+    "sessions": "inbound sessions (local clients too)",
+    "local_sessions": "… from local clients",
+    "tls_sessions": "remote inbound sessions over TLS",
+    "plaintext_sessions": "remote inbound sessions without STARTTLS",
+    "messages_received": "messages received (local clients too)",
+    "local_messages_received": "… from local clients",
+    "tls_messages_received": "remote messages received over TLS",
     "messages_not_received": "queue IDs refused, discarded or abandoned",
 }
 
@@ -221,18 +224,24 @@ table.stack td::before{content:attr(data-label);color:var(--muted);text-align:le
 table.stack .ago{display:inline}}
 """
 
-# Refetch the page and swap the body; on failure keep the last figures and say so. The focused
-# link keeps the focus, and an alert whose text did not change is not announced again.
+# Refetch the page and swap the body; on failure keep the last figures and say so. Not while
+# text is selected (it would be lost). The focused link keeps the focus (found by its id, or as
+# the same n-th link to its address), the page and its sideways-scrolled tables keep their
+# scroll positions, and an alert whose text did not change is not announced again.
 _SCRIPT: Final = f"""
-setInterval(async()=>{{if(document.hidden)return;try{{
+setInterval(async()=>{{if(document.hidden||String(getSelection()))return;try{{
 const r=await fetch(location.href,{{cache:"no-store"}});if(!r.ok)throw new Error(r.status);
 const d=new DOMParser().parseFromString(await r.text(),"text/html");
 for(const a of d.querySelectorAll("[role=alert][id]")){{const o=document.getElementById(a.id);
 if(o&&o.textContent===a.textContent)a.removeAttribute("role");}}
-const f=document.activeElement,h=f&&f!==document.body?(f.id||f.getAttribute("href")):null;
+const same=h=>[...document.querySelectorAll(`[href="${{CSS.escape(h)}}"]`)];
+const f=document.activeElement,id=f&&f.id,h=f&&f!==document.body&&f.getAttribute("href"),
+k=h?same(h).indexOf(f):-1,x=scrollX,y=scrollY,
+w=[...document.querySelectorAll(".scroll")].map(e=>e.scrollLeft);
 document.body.replaceWith(d.body);document.title=d.title;
-if(h){{const n=document.getElementById(h)||document.querySelector(`[href="${{CSS.escape(h)}}"]`);
-if(n)n.focus();}}
+const n=(id&&document.getElementById(id))||(h&&same(h)[k]);if(n)n.focus({{preventScroll:true}});
+document.querySelectorAll(".scroll").forEach((e,i)=>{{if(w[i])e.scrollLeft=w[i];}});
+scrollTo(x,y);
 }}catch(e){{const b=document.getElementById("banner-offline");if(b)b.hidden=false;}}
 }},{REFRESH_SECONDS * 1000});
 """
@@ -595,10 +604,10 @@ def _legacy_card(
     failed = _int(summary.get("peers", {}).get("protocol_failures"))
     if failed:
         verdict += (
-            f'<p id="legacy-protocol-failures"{_attrs(data_value=failed)}>'
-            f'<a href="/api/v1/peers?category=tls_failure">{_count(failed)} '
-            f"peer{'' if failed == 1 else 's'}</a> failed TLS on the protocol version: the "
-            "current settings may already refuse what they need.</p>"
+            f'<p id="legacy-protocol-failures"{_attrs(data_value=failed)}>{_count(failed)} '
+            f"peer{'' if failed == 1 else 's'} failed TLS on the protocol version: the current "
+            "settings may already refuse what they need (reason <code>protocol</code> among the "
+            '<a href="/api/v1/peers?category=tls_failure">failing TLS peers</a>).</p>'
         )
     if peers and not recent:
         verdict += (
@@ -618,8 +627,13 @@ def _legacy_card(
     )
 
 
-def _by_program(by_program: Mapping[str, Mapping[str, int]]) -> str:
-    if not by_program:
+def _by_program(by_program: Mapping[str, Mapping[str, int]], local: int) -> str:
+    if not by_program and local:
+        body = (
+            f'<p class="note">No remote inbound sessions; {_count(local)} from local clients '
+            "(<code>local_networks</code>), not counted here.</p>"
+        )
+    elif not by_program:
         body = '<p class="note">No inbound sessions yet.</p>'
     else:
         seen = [k for k, _ in _SESSIONS_UNCOUNTED if any(c.get(k) for c in by_program.values())]
@@ -641,7 +655,8 @@ def _by_program(by_program: Mapping[str, Mapping[str, int]]) -> str:
             decided = tls + _int(counts.get("not_used")) + _int(counts.get("failed"))
             pct = round(100.0 * tls / decided, 2) if decided else None
             rows.append(
-                f"<tr{_attrs(data_program=program)}><th scope='row' class='peer'>{_e(program)}"
+                f"<tr{_attrs(data_program=program)}><th scope='row' class='peer'>"
+                f"{_e(program).replace('/', '/<wbr>')}"
                 f"</th>{_cell('using TLS', _pct(pct), class_='n', data_value=pct)}{cells}</tr>"
             )
         body = (
@@ -679,9 +694,9 @@ def _failures(failures: Mapping[str, Mapping[str, int]]) -> str:
                 f"{f'<small>{_e(meaning)}</small>' if meaning else ''}</th>{cells}</tr>"
             )
         body = (
-            '<table><thead><tr><th scope="col">reason</th><th scope="col" class="n">inbound</th>'
-            f'<th scope="col" class="n">outbound</th></tr></thead><tbody>{"".join(rows)}</tbody>'
-            "</table>"
+            '<div class="scroll"><table><thead><tr><th scope="col">reason</th>'
+            '<th scope="col" class="n">inbound</th><th scope="col" class="n">outbound</th></tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
     return (
         '<section class="w2" id="failures" aria-labelledby="h-failures">'
@@ -870,12 +885,17 @@ def _banners(summary: Mapping[str, Any], state: str, idle: float) -> str:
         f"{REFRESH_SECONDS} s.</div>"
     ]
     if state == "unhealthy":
-        reason = log.get("reason") or "no reason given"
+        reason = str(log.get("reason") or "no reason given")
+        # the reason may already say what to do (a group to join, an ACL)
+        hint = (
+            ""
+            if "usermod" in reason or "setfacl" in reason
+            else " If it exists, make sure tlslogd may read it (group <code>adm</code>)."
+        )
         out.append(
             '<div class="banner bad" id="banner-log" role="alert"><strong>tlslogd is not '
             f"healthy: {_e(reason)}</strong> It keeps serving and retries by itself. While "
-            f"<code>{name}</code> cannot be read the figures below stand still; if it exists, "
-            "make sure tlslogd may read it (group <code>adm</code>). Details: "
+            f"<code>{name}</code> cannot be read the figures below stand still.{hint} Details: "
             '<a href="/healthz">/healthz</a> and tlslogd\'s own log.</div>'
         )
     elif state == "stale":
@@ -926,13 +946,15 @@ def render_status(
     )
     updated = dt.datetime.fromtimestamp(now).astimezone()
     version = _e(summary.get("version", ""))
+    host = _e(socket.gethostname())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>
-<title>{"⚠ " if state != "ok" else ""}tlslogd — Postfix TLS status</title>
+<title>{"⚠ " if state != "ok" else ""}{host} — tlslogd — Postfix TLS status</title>
+<link rel="icon" href="data:,">
 <style>{_CSS}</style><script>{_SCRIPT}</script></head>
-<body><header><h1>tlslogd <span>Postfix TLS status</span></h1>
+<body><header><h1>tlslogd <span>Postfix TLS status of {host}</span></h1>
 <p>Updated <time id="updated" datetime="{updated.isoformat(timespec="seconds")}">{
         updated:%Y-%m-%d %H:%M:%S %Z}</time> · refreshes every {REFRESH_SECONDS} s</p></header>
 {_banners(summary, state, idle)}
@@ -946,7 +968,7 @@ def render_status(
 {_census("cipher", "Ciphers", handshakes.get("cipher", {}), census_note, evidence, "w4")}
 {_census("trust", "Trust levels", handshakes.get("trust", {}), trust_note, evidence)}
 {_failures(summary.get("failures", {}))}
-{_by_program(summary.get("inbound_by_program", {}))}
+{_by_program(summary.get("inbound_by_program", {}), _int(totals.get("local_sessions")))}
 {peer_sections}
 {_totals(summary)}
 {_log_section(summary, state, now)}

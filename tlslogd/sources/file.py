@@ -147,7 +147,8 @@ def _access_fix(user: str, target: str, need: str, flag: int) -> str:
         )
     return (
         f"no group but root may, so grant it with an ACL (setfacl -m u:{user}:{need} {target}; "
-        "for a log file, also in the rotation's postrotate or create step) and restart tlslogd"
+        "for a log file, also in the rotation's postrotate or create step); tlslogd retries "
+        "by itself"
     )
 
 
