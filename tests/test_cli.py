@@ -394,3 +394,13 @@ def test_journal_records_without_a_usable_line_are_said_not_dropped() -> None:
     assert "MESSAGE is missing or was left out by journalctl" in out.stderr
     report = json.loads(out.stdout)
     assert report["lines"]["event"] >= 1
+
+
+def test_a_json_line_nested_beyond_the_stack_is_said_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    record = (EXPORTS / "docker-json-file.log").read_text().splitlines()[0]
+    path.write_text(record + "\n" + '{"log": ' + "[" * 100_000 + "\n")
+    out = tlslogd("report", "--format", "json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "is not a JSON object; read as it is" in out.stderr
+    assert json.loads(out.stdout)["lines"]["event"] == 1

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -345,7 +345,7 @@ class _JsonExport:
                 continue
             try:
                 record = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested beyond the stack
                 record = None
             if not isinstance(record, dict):
                 self._report("a line that starts with '{' is not a JSON object")
@@ -376,15 +376,20 @@ class _JsonExport:
             print(f"tlslogd: {self.name}: {problem}; read as it is", file=sys.stderr)
 
 
-def read_chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
+def read_chunks(
+    name: str, size: int = CHUNK, progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
     """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time, with
-    the records of a saved JSON export (:class:`_JsonExport`) turned into their log lines."""
-    export = _JsonExport(name)
+    the records of a saved JSON export (:class:`_JsonExport`) turned into their log lines: a
+    file whose first line is a JSON object. ``progress`` gets the bytes of each chunk read."""
+    export: _JsonExport | None = None
     for data in _raw_chunks(name, size):
-        if data[:1] in (b"{", b"\x1e") or b"\n{" in data or b"\n\x1e" in data:
-            data = export.lines(data)
-        yield data
-    if rest := export.rest():
+        if progress is not None:
+            progress(len(data))
+        if export is None and data[:1] in (b"{", b"\x1e"):
+            export = _JsonExport(name)
+        yield export.lines(data) if export is not None else data
+    if export is not None and (rest := export.rest()):
         yield rest
 
 
@@ -509,12 +514,15 @@ def _report(args: argparse.Namespace) -> int:
     total = sum(os.stat(f).st_size for f in files if f != "-")
     progress = args.format == "table" and sys.stderr.isatty() and total > 20 << 20
     done = 0
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        print(f"\rreading {100 * done / max(total, 1):5.1f}%", end="", file=sys.stderr)
+
     for name in files:
-        for data in read_chunks(name):
+        for data in read_chunks(name, progress=read if progress else None):
             pipe.feed(data)
-            done += len(data)
-            if progress:
-                print(f"\rreading {100 * done / max(total, 1):5.1f}%", end="", file=sys.stderr)
     pipe.finish()
     if progress:
         print("\r" + " " * 20 + "\r", end="", file=sys.stderr)

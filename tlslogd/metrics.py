@@ -259,7 +259,7 @@ class Collector(prometheus_client.registry.Collector):
                 ranking.add_metric((category, peer.key, domain), peer.counts[category])
                 if category == "legacy_protocol":
                     ways = peer.legacy_directions
-                    direction = "both" if len(ways) > 1 else next(iter(ways), "")
+                    direction = "both" if len(ways) > 1 else next(iter(ways), "unknown")
                     for protocol, n in peer.protocols.items():
                         legacy.add_metric((peer.key, domain, protocol, direction), n)
                 elif category == "tls_failure":

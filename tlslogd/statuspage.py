@@ -225,11 +225,14 @@ table.stack .ago{display:inline}}
 """
 
 # Refetch the page and swap the body; on failure keep the last figures and say so. Not while
-# text is selected (it would be lost). The focused link keeps the focus (found by its id, or as
-# the same n-th link to its address), the page and its sideways-scrolled tables keep their
-# scroll positions, and an alert whose text did not change is not announced again.
+# text is selected (it would be lost), for up to four refreshes in a row. The focused link
+# keeps the focus (found by its id, or as the same n-th link to its address), the page and its
+# sideways-scrolled tables keep their scroll positions, and an alert whose text did not change
+# is not announced again.
 _SCRIPT: Final = f"""
-setInterval(async()=>{{if(document.hidden||String(getSelection()))return;try{{
+let held=0;
+setInterval(async()=>{{if(document.hidden)return;if(String(getSelection())&&++held<5)return;
+held=0;try{{
 const r=await fetch(location.href,{{cache:"no-store"}});if(!r.ok)throw new Error(r.status);
 const d=new DOMParser().parseFromString(await r.text(),"text/html");
 for(const a of d.querySelectorAll("[role=alert][id]")){{const o=document.getElementById(a.id);
@@ -622,8 +625,8 @@ def _legacy_card(
         )
     return (
         '<section class="kpi" aria-labelledby="h-legacy"><h2 id="h-legacy">Switch off TLSv1 and '
-        f'TLSv1.1?</h2>{verdict}<p class="note"><a href="{link}">Peers on legacy '
-        "protocols (JSON)</a></p></section>"
+        f'TLSv1.1?</h2>{verdict}<p class="note"><a id="legacy-json" href="{link}">Peers on '
+        "legacy protocols (JSON)</a></p></section>"
     )
 
 
