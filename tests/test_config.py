@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tomllib
@@ -63,6 +64,29 @@ def test_a_misspelt_environment_variable_is_named_in_a_warning_not_refused(
         result.stderr
     )
     assert "TLSLOGD_LISTEN" in result.stderr
+
+
+def test_the_demo_names_a_misspelt_environment_variable_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TLSLOGD_LISTN", "0.0.0.0:10154")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlslogd", "demo", "--listen", f"127.0.0.1:{port}"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert "warning: ignoring TLSLOGD_LISTN: no such setting" in first
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         "log_level": args.log_level,
     }
     settings = load_settings(args.config, flags)
+    _warn_unknown_environment()
+    return settings
+
+
+def _warn_unknown_environment() -> None:
     unknown = unknown_environment()
     if unknown:
         known = ", ".join(ENV_PREFIX + key.upper() for key in Settings.model_fields)
@@ -208,7 +213,6 @@ def _settings(args: argparse.Namespace) -> Settings:
             f"are {known})",
             file=sys.stderr,
         )
-    return settings
 
 
 def _logging(level: str) -> None:
@@ -291,6 +295,7 @@ def _run_time_problems(settings: Settings) -> list[str]:
 
 def _demo(args: argparse.Namespace) -> int:
     _logging("info")
+    _warn_unknown_environment()
     from tlslogd.daemon import Daemon
     from tlslogd.sources.demo import DemoSource
 
