@@ -135,7 +135,7 @@ _POST_QUANTUM: Final = re.compile(r"MLKEM|KYBER|SNTRUP", re.IGNORECASE)
 
 _CSS: Final = """
 :root{--bg:#f2f4f7;--card:#fff;--fg:#1f2328;--muted:#57606a;--line:#d8dee4;--head:#0a3069;
---link:#0550ae;--bar:#54aeff;--track:#e7ecf0;--good:#116329;--good-bg:#dafbe1;--bad:#a40e26;
+--link:#0550ae;--bar:#0969da;--track:#e7ecf0;--good:#116329;--good-bg:#dafbe1;--bad:#a40e26;
 --bad-bg:#ffebe9;--warn:#6c4400;--warn-bg:#fff8c5;--info-bg:#ddf4ff;--pq:#6639ba;--pq-bg:#fbefff;
 color-scheme:light dark}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;
@@ -194,6 +194,7 @@ pre{margin:.4rem 0;padding:.4rem .6rem;background:var(--track);border-radius:.25
 font-size:.8rem;overflow-x:auto}
 .peer{min-width:9rem;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,
 monospace;font-size:.85rem}
+th.peer{color:var(--fg)}
 time{white-space:nowrap}
 td .ago{display:block}
 dd.bad{color:var(--bad)}
@@ -719,7 +720,11 @@ def _peer_detail(category: str, peer: Mapping[str, Any]) -> str:
     found = peer.get("legacy_protocols" if category == "legacy_protocol" else "failure_reasons")
     if not isinstance(found, Mapping):
         return ""
-    text = ", ".join(f"{_e(k)} ×{_int(n)}" for k, n in sorted(found.items(), key=lambda kv: kv[0]))
+    # "lost connection", not the key "lost_connection"
+    text = ", ".join(
+        f"{_e(str(k).replace('_', ' '))} ×{_int(n)}"
+        for k, n in sorted(found.items(), key=lambda kv: kv[0])
+    )
     directions = peer.get("legacy_directions")
     if category == "legacy_protocol" and isinstance(directions, Mapping) and directions:
         text += " · " + " and ".join(
