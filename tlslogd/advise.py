@@ -301,7 +301,7 @@ def advise(
             "peer": peer.key,
             "domain": peers.domain_of(peer),
             "handshakes": peer.counts["legacy_protocol"],
-            "protocols": dict(peer.protocols),
+            "protocols": dict(peer.protocols or {}),
             "last_seen": _day(peer.last_seen),
         }
         for peer in peers.query(category="legacy_protocol", since=since, limit=len(peers))

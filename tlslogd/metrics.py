@@ -258,12 +258,12 @@ class Collector(prometheus_client.registry.Collector):
                 domain = stats.peers.domain_of(peer) or ""
                 ranking.add_metric((category, peer.key, domain), peer.counts[category])
                 if category == "legacy_protocol":
-                    ways = peer.legacy_directions
+                    ways = peer.legacy_directions or {}
                     direction = "both" if len(ways) > 1 else next(iter(ways), "unknown")
-                    for protocol, n in peer.protocols.items():
+                    for protocol, n in (peer.protocols or {}).items():
                         legacy.add_metric((peer.key, domain, protocol, direction), n)
                 elif category == "tls_failure":
-                    for reason, n in peer.reasons.items():
+                    for reason, n in (peer.reasons or {}).items():
                         failures.add_metric((peer.key, domain, reason), n)
             if having > len(best):
                 ranking.add_metric((category, "_other", ""), rest)

@@ -202,8 +202,13 @@ class Stats:
             peer = self.peers.touch(ev.peer, ev.ts)
             if peer is not None:
                 self.peers.count(peer, "legacy_protocol")
-                peer.protocols[ev.protocol] = peer.protocols.get(ev.protocol, 0) + 1
+                protocols = peer.protocols
+                if protocols is None:
+                    protocols = peer.protocols = {}
+                protocols[ev.protocol] = protocols.get(ev.protocol, 0) + 1
                 directions = peer.legacy_directions
+                if directions is None:
+                    directions = peer.legacy_directions = {}
                 directions[ev.direction] = directions.get(ev.direction, 0) + 1
                 peer.last_protocol, peer.last_cipher = ev.protocol, ev.cipher
 
@@ -305,7 +310,10 @@ class Stats:
         peer = self.peers.touch(ev.peer, ev.ts)
         if peer is not None:
             self.peers.count(peer, "tls_failure")
-            peer.reasons[ev.reason] = peer.reasons.get(ev.reason, 0) + 1
+            tally = peer.reasons
+            if tally is None:
+                tally = peer.reasons = {}
+            tally[ev.reason] = tally.get(ev.reason, 0) + 1
 
     def since_created(self, family: str) -> dict[tuple[str, ...], int]:
         """A family's counts since the state was created: earlier processes' and this one's."""

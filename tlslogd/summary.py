@@ -197,7 +197,7 @@ def legacy_recent(stats: Stats) -> dict[str, int]:
     since = stats.last_event_ts - LEGACY_RECENT_DAYS * 86400
     for peer in stats.peers.query(category="legacy_protocol", since=since, limit=10**9):
         out["peers"] += 1
-        for direction in peer.legacy_directions:
+        for direction in peer.legacy_directions or ():
             if direction in out:
                 out[direction] += 1
     return out
@@ -207,7 +207,7 @@ def protocol_failure_peers(stats: Stats) -> int:
     """Peers whose TLS failed on the protocol version (``unsupported protocol``, ``version too
     low``): the current protocol settings may already refuse what they need, TLSv1/TLSv1.1 for
     an old client, so "who breaks" has already happened to them."""
-    return sum(1 for peer in stats.peers if peer.reasons.get("protocol"))
+    return sum(1 for peer in stats.peers if peer.reasons and peer.reasons.get("protocol"))
 
 
 def durable(stats: Stats) -> dict[str, Any]:
