@@ -13,6 +13,7 @@ TLSv1 and TLSv1.1 were disabled.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -73,6 +74,7 @@ class Advice:
         return out
 
 
+@functools.lru_cache(maxsize=4096)  # a destination table names the same few hundred days
 def _day(ts: float | None) -> str | None:
     if ts is None:
         return None

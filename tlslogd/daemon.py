@@ -406,10 +406,11 @@ class Daemon:
                 self.checkpoint()
                 next_checkpoint = now + _BACKLOG_CHECKPOINT_SECONDS
             self.notifier.watchdog()
-            # the policy candidates take tens of milliseconds over a large destination table:
-            # not while catching up on a backlog, when scrapes already wait for the batches
+            # the policy candidates take tens of milliseconds, and a few hundred over a full
+            # destination table (10,000), during which scrapes wait: every five minutes (they
+            # move by days of evidence), and not while catching up on a backlog
             if now >= next_advice and not backlog:
-                next_advice = now + 60
+                next_advice = now + 300
                 self._refresh_candidates()
             if now >= next_status:
                 next_status = now + 10
