@@ -97,3 +97,32 @@ def test_a_category_is_sorted_and_shown_by_when_that_category_last_happened() ->
     assert [p.key for p in rows] == ["mx.still.example", "mx.fixed.example"]
     assert row_seen(table.row(fixed), "plaintext_out") == T0
     assert fixed.seen("plaintext_out") == T0 and fixed.seen(None) == T0 + 9 * DAY
+
+
+def test_only_saved_peers_are_deleted_when_evicted() -> None:
+    """A flood of new names churns the table between two checkpoints: the peers created and
+    evicted in between were never saved, so the checkpoint has nothing to delete for them."""
+    table = PeerTable(max_peers=2)
+    table.touch("a.example[192.0.2.1]", 1.0)
+    table.touch("b.example[192.0.2.2]", 2.0)
+    table.saved()  # a checkpoint has a and b
+    for i, name in enumerate(("c", "d", "e", "f")):
+        table.touch(f"{name}.example[192.0.2.{10 + i}]", 3.0 + i)
+    assert table.removed == {"a.example", "b.example"}
+    assert table.dirty == {"e.example", "f.example"}
+    # a is back before the next checkpoint (evicting e, never saved): its row is replaced
+    table.touch("a.example[192.0.2.1]", 9.0)
+    assert table.removed == {"b.example"} and "a.example" in table.dirty
+    table.touch("g.example[192.0.2.20]", 10.0)  # evicts f, never saved
+    table.touch("h.example[192.0.2.21]", 11.0)  # evicts a, whose saved row must go
+    assert table.removed == {"b.example", "a.example"}
+
+
+def test_rows_beyond_a_smaller_cap_are_deleted_at_the_next_checkpoint() -> None:
+    big = PeerTable(max_peers=3)
+    for i, name in enumerate(("a", "b", "c")):
+        big.touch(f"{name}.example[192.0.2.{i + 1}]", float(i))
+    small = PeerTable(max_peers=2)
+    small.load([p.to_json() for p in big])
+    assert [p.key for p in small] == ["b.example", "c.example"]
+    assert small.removed == {"a.example"} and not small.dirty

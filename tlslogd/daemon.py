@@ -178,10 +178,8 @@ class Daemon:
         if self._checkpoint_error is not None:
             log.info("checkpoints work again")
         self._checkpoint_error = None
-        peers.dirty.clear()
-        peers.removed.clear()
-        dests.dirty.clear()
-        dests.removed.clear()
+        peers.saved()
+        dests.saved()
         self._dirty = False
 
     def _make_source(self, kind: str, position: dict[str, Any] | None) -> Source:

@@ -104,7 +104,8 @@ class DestinationTable:
         self._table: OrderedDict[str, Destination] = OrderedDict()
         self.evictions = 0
         self.dirty: set[str] = set()
-        self.removed: set[str] = set()
+        self.removed: set[str] = set()  # saved keys evicted since the last checkpoint
+        self._unsaved: set[str] = set()  # created since the last checkpoint, not in the store
 
     def __len__(self) -> int:
         return len(self._table)
@@ -137,12 +138,18 @@ class DestinationTable:
         if entry is None:
             entry = Destination(domain, ts, ts)
             self._table[domain] = entry
-            self.removed.discard(domain)
+            if domain in self.removed:
+                self.removed.discard(domain)  # its saved row is replaced
+            else:
+                self._unsaved.add(domain)
             if len(self._table) > self.max_destinations:
                 old, _ = self._table.popitem(last=False)
                 self.evictions += 1
                 self.dirty.discard(old)
-                self.removed.add(old)
+                if old in self._unsaved:
+                    self._unsaved.discard(old)
+                else:
+                    self.removed.add(old)
         else:
             self._table.move_to_end(domain)
             entry.last_seen = max(entry.last_seen, ts)
@@ -188,7 +195,12 @@ class DestinationTable:
         for row in sorted(rows, key=lambda r: float(r["last_seen"])):
             entry = Destination.from_json(row)
             self._table[entry.domain] = entry
-        while len(self._table) > self.max_destinations:
-            self._table.popitem(last=False)
+        self.saved()
+        while len(self._table) > self.max_destinations:  # a smaller cap than when saved
+            self.removed.add(self._table.popitem(last=False)[0])
+
+    def saved(self) -> None:
+        """The checkpoint has every change: start tracking anew."""
         self.dirty.clear()
         self.removed.clear()
+        self._unsaved.clear()

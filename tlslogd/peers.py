@@ -139,7 +139,8 @@ def _identify(peer: str) -> tuple[str, str | None, str | None]:
 
 class PeerTable:
     """Peers by key, least recently seen first; ``dirty`` holds keys changed since the last
-    checkpoint and ``removed`` keys evicted since then."""
+    checkpoint and ``removed`` the saved keys evicted since then (a peer created and evicted
+    between two checkpoints was never saved: nothing to delete)."""
 
     def __init__(self, max_peers: int = 10_000, psl: PublicSuffixList | None = None) -> None:
         self.max_peers = max_peers
@@ -148,6 +149,7 @@ class PeerTable:
         self.evictions = 0
         self.dirty: set[str] = set()
         self.removed: set[str] = set()
+        self._unsaved: set[str] = set()  # created since the last checkpoint, not in the store
         self._idents: dict[str, tuple[str, str | None, str | None]] = {}
         # per category, the count of every peer that has one: what a scrape ranks
         self._ranked: dict[str, dict[str, int]] = {c: {} for c in CATEGORIES}
@@ -180,13 +182,19 @@ class PeerTable:
         if entry is None:
             entry = PeerEntry(key, host, None, now, now)
             self._peers[key] = entry
-            self.removed.discard(key)
+            if key in self.removed:
+                self.removed.discard(key)  # its saved row is replaced
+            else:
+                self._unsaved.add(key)
             if len(self._peers) > self.max_peers:
                 old, gone = self._peers.popitem(last=False)
                 self._unrank(gone)
                 self.evictions += 1
                 self.dirty.discard(old)
-                self.removed.add(old)
+                if old in self._unsaved:
+                    self._unsaved.discard(old)
+                else:
+                    self.removed.add(old)
         else:
             self._peers.move_to_end(key)
             if now > entry.last_seen:
@@ -286,11 +294,16 @@ class PeerTable:
         for row in sorted(rows, key=lambda r: float(r["last_seen"])):
             entry = PeerEntry.from_json(row)
             self._peers[entry.key] = entry
-        while len(self._peers) > self.max_peers:
-            self._peers.popitem(last=False)
+        self.saved()
+        while len(self._peers) > self.max_peers:  # a smaller max_peers than when saved
+            self.removed.add(self._peers.popitem(last=False)[0])
         for entry in self._peers.values():
             for category, n in entry.counts.items():
                 if n and category in self._ranked:
                     self._ranked[category][entry.key] = n
+
+    def saved(self) -> None:
+        """The checkpoint has every change: start tracking anew."""
         self.dirty.clear()
         self.removed.clear()
+        self._unsaved.clear()
