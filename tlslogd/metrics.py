@@ -126,8 +126,8 @@ METRICS: dict[str, MetricSpec] = {
     "tlslogd_top_peer_legacy_handshakes": MetricSpec(
         "gauge",
         "Legacy-protocol handshakes by protocol of the top-N legacy_protocol peers since the "
-        "state was created; direction is inbound, outbound or both (the peer's legacy "
-        "handshakes went both ways).",
+        "state was created; direction is that of the peer's legacy handshakes: inbound, "
+        "outbound, both, or unknown (counted before directions were recorded).",
         ("peer", "domain", "protocol", "direction"),
     ),
     "tlslogd_top_peer_tls_failures": MetricSpec(
