@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlslogd.changes import ChangeTracking
+
 # The columns of a day's row.
 DELIVERIES = 0  # delivery attempts over a connection (any status)
 SENT = 1
@@ -94,18 +96,16 @@ def _row(saved: list[Any]) -> list[int]:
     return row
 
 
-class DestinationTable:
-    """Destinations by recipient domain, least recently seen first, with dirty tracking for the
-    checkpoint (like the peer table)."""
+class DestinationTable(ChangeTracking):
+    """Destinations by recipient domain, least recently seen first, with what the next
+    checkpoint must write and delete (:class:`ChangeTracking`)."""
 
     def __init__(self, max_destinations: int = 10_000, retention_days: int = 90) -> None:
+        super().__init__()
         self.max_destinations = max_destinations
         self.retention_days = retention_days
         self._table: OrderedDict[str, Destination] = OrderedDict()
         self.evictions = 0
-        self.dirty: set[str] = set()
-        self.removed: set[str] = set()  # saved keys evicted since the last checkpoint
-        self._unsaved: set[str] = set()  # created since the last checkpoint, not in the store
 
     def __len__(self) -> int:
         return len(self._table)
@@ -138,18 +138,11 @@ class DestinationTable:
         if entry is None:
             entry = Destination(domain, ts, ts)
             self._table[domain] = entry
-            if domain in self.removed:
-                self.removed.discard(domain)  # its saved row is replaced
-            else:
-                self._unsaved.add(domain)
+            self.created(domain)
             if len(self._table) > self.max_destinations:
                 old, _ = self._table.popitem(last=False)
                 self.evictions += 1
-                self.dirty.discard(old)
-                if old in self._unsaved:
-                    self._unsaved.discard(old)
-                else:
-                    self.removed.add(old)
+                self.dropped(old)
         else:
             self._table.move_to_end(domain)
             entry.last_seen = max(entry.last_seen, ts)
@@ -197,10 +190,4 @@ class DestinationTable:
             self._table[entry.domain] = entry
         self.saved()
         while len(self._table) > self.max_destinations:  # a smaller cap than when saved
-            self.removed.add(self._table.popitem(last=False)[0])
-
-    def saved(self) -> None:
-        """The checkpoint has every change: start tracking anew."""
-        self.dirty.clear()
-        self.removed.clear()
-        self._unsaved.clear()
+            self.dropped(self._table.popitem(last=False)[0])

@@ -16,6 +16,7 @@ from typing import Any
 
 from publicsuffixlist import PublicSuffixList
 
+from tlslogd.changes import ChangeTracking
 from tlslogd.events import split_peer
 
 CATEGORIES = (
@@ -108,6 +109,14 @@ class PeerEntry:
         )
 
 
+def tally(counts: dict[str, int] | None, key: str) -> dict[str, int]:
+    """``counts`` with one more ``key``; a peer's tallies are created on first use."""
+    if counts is None:
+        counts = {}
+    counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def row_seen(row: dict[str, Any], category: str) -> Any:
     """:meth:`PeerEntry.seen` of a peer as the API writes it (:meth:`PeerEntry.to_json`)."""
     return (row.get("category_last_seen") or {}).get(category, row.get("last_seen"))
@@ -137,19 +146,16 @@ def _identify(peer: str) -> tuple[str, str | None, str | None]:
     return (host or addr or "")[:_MAX_KEY], host, addr
 
 
-class PeerTable:
-    """Peers by key, least recently seen first; ``dirty`` holds keys changed since the last
-    checkpoint and ``removed`` the saved keys evicted since then (a peer created and evicted
-    between two checkpoints was never saved: nothing to delete)."""
+class PeerTable(ChangeTracking):
+    """Peers by key, least recently seen first, with what the next checkpoint must write and
+    delete (:class:`ChangeTracking`)."""
 
     def __init__(self, max_peers: int = 10_000, psl: PublicSuffixList | None = None) -> None:
+        super().__init__()
         self.max_peers = max_peers
         self._psl = psl  # loaded on first use: reading the list takes a moment
         self._peers: OrderedDict[str, PeerEntry] = OrderedDict()
         self.evictions = 0
-        self.dirty: set[str] = set()
-        self.removed: set[str] = set()
-        self._unsaved: set[str] = set()  # created since the last checkpoint, not in the store
         self._idents: dict[str, tuple[str, str | None, str | None]] = {}
         # per category, the count of every peer that has one: what a scrape ranks
         self._ranked: dict[str, dict[str, int]] = {c: {} for c in CATEGORIES}
@@ -182,19 +188,12 @@ class PeerTable:
         if entry is None:
             entry = PeerEntry(key, host, None, now, now)
             self._peers[key] = entry
-            if key in self.removed:
-                self.removed.discard(key)  # its saved row is replaced
-            else:
-                self._unsaved.add(key)
+            self.created(key)
             if len(self._peers) > self.max_peers:
                 old, gone = self._peers.popitem(last=False)
                 self._unrank(gone)
                 self.evictions += 1
-                self.dirty.discard(old)
-                if old in self._unsaved:
-                    self._unsaved.discard(old)
-                else:
-                    self.removed.add(old)
+                self.dropped(old)
         else:
             self._peers.move_to_end(key)
             if now > entry.last_seen:
@@ -296,14 +295,8 @@ class PeerTable:
             self._peers[entry.key] = entry
         self.saved()
         while len(self._peers) > self.max_peers:  # a smaller max_peers than when saved
-            self.removed.add(self._peers.popitem(last=False)[0])
+            self.dropped(self._peers.popitem(last=False)[0])
         for entry in self._peers.values():
             for category, n in entry.counts.items():
                 if n and category in self._ranked:
                     self._ranked[category][entry.key] = n
-
-    def saved(self) -> None:
-        """The checkpoint has every change: start tracking anew."""
-        self.dirty.clear()
-        self.removed.clear()
-        self._unsaved.clear()

@@ -26,7 +26,7 @@ from tlslogd.events import (
     TlsFailure,
     split_peer,
 )
-from tlslogd.peers import PeerTable
+from tlslogd.peers import PeerTable, tally
 
 OTHER = "other"
 
@@ -202,14 +202,8 @@ class Stats:
             peer = self.peers.touch(ev.peer, ev.ts)
             if peer is not None:
                 self.peers.count(peer, "legacy_protocol")
-                protocols = peer.protocols
-                if protocols is None:
-                    protocols = peer.protocols = {}
-                protocols[ev.protocol] = protocols.get(ev.protocol, 0) + 1
-                directions = peer.legacy_directions
-                if directions is None:
-                    directions = peer.legacy_directions = {}
-                directions[ev.direction] = directions.get(ev.direction, 0) + 1
+                peer.protocols = tally(peer.protocols, ev.protocol)
+                peer.legacy_directions = tally(peer.legacy_directions, ev.direction)
                 peer.last_protocol, peer.last_cipher = ev.protocol, ev.cipher
 
     def _delivery(self, ev: Delivery) -> None:
@@ -310,10 +304,7 @@ class Stats:
         peer = self.peers.touch(ev.peer, ev.ts)
         if peer is not None:
             self.peers.count(peer, "tls_failure")
-            tally = peer.reasons
-            if tally is None:
-                tally = peer.reasons = {}
-            tally[ev.reason] = tally.get(ev.reason, 0) + 1
+            peer.reasons = tally(peer.reasons, ev.reason)
 
     def since_created(self, family: str) -> dict[tuple[str, ...], int]:
         """A family's counts since the state was created: earlier processes' and this one's."""
