@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -712,29 +712,24 @@ def test_browser_shows_the_banner_when_the_log_is_missing(
     screenshot(d.url + "/", tmp_path, "statuspage-missing-log.png", 1280, 1000)
 
 
-@browser
-@pytest.mark.slow
-def test_browser_page_refreshes_itself_and_says_when_tlslogd_stops_answering(
-    tmp_path: Path,
-) -> None:
-    """The inline script re-fetches the page and swaps it in; when the server stops answering it
-    keeps the last figures and shows a banner (Chromium's virtual time runs the timers)."""
-    summary, peers = build(tmp_path, LAB_TEXT)
-    later = json.loads(json.dumps(summary))
-    later["adoption"]["outbound"]["sent_remote"]["no"] = 8
-    pages = [render_status(summary, peers), render_status(later, peers)]
-    requests: list[str] = []
+@contextlib.contextmanager
+def page_server(answer: Callable[[int], str | None]) -> Iterator[str]:
+    """A local server for ``/`` that Chromium fetches: ``answer(n)`` gives the page of the n-th
+    request (from 1), or None for a 503; other paths are 404. Yields the page's URL."""
+    served = 0
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            nonlocal served
             if self.path != "/":
                 self.send_error(404)
                 return
-            requests.append(self.path)
-            if len(requests) > len(pages):
+            served += 1
+            page = answer(served)
+            if page is None:
                 self.send_error(503)
                 return
-            body = pages[len(requests) - 1].encode()
+            body = page.encode()
             self.send_response(200)
             self.send_header("content-type", "text/html; charset=utf-8")
             self.send_header("content-length", str(len(body)))
@@ -748,13 +743,33 @@ def test_browser_page_refreshes_itself_and_says_when_tlslogd_stops_answering(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        budget = f"--virtual-time-budget={(len(pages) * REFRESH_SECONDS + 5) * 1000}"
-        page = Page(chromium(url, tmp_path / "profile", budget, "--dump-dom"))
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@browser
+@pytest.mark.slow
+def test_browser_page_refreshes_itself_and_says_when_tlslogd_stops_answering(
+    tmp_path: Path,
+) -> None:
+    """The inline script re-fetches the page and swaps it in; when the server stops answering it
+    keeps the last figures and shows a banner (Chromium's virtual time runs the timers)."""
+    summary, peers = build(tmp_path, LAB_TEXT)
+    later = json.loads(json.dumps(summary))
+    later["adoption"]["outbound"]["sent_remote"]["no"] = 8
+    pages = [render_status(summary, peers), render_status(later, peers)]
+    requests: list[int] = []
+
+    def answer(n: int) -> str | None:
+        requests.append(n)
+        return pages[n - 1] if n <= len(pages) else None
+
+    with page_server(answer) as url:
+        budget = f"--virtual-time-budget={(len(pages) * REFRESH_SECONDS + 5) * 1000}"
+        page = Page(chromium(url, tmp_path / "profile", budget, "--dump-dom"))
     assert len(requests) == len(pages) + 1
     assert page.value("outbound-plaintext") == 8  # the second answer was swapped in
     offline = page.by_id("banner-offline")
@@ -780,33 +795,16 @@ def test_browser_refresh_keeps_the_focused_link_and_the_scroll_position(tmp_path
         "</script></head>"
     )
     page_html = render_status(summary, peers).replace("</head>", probe, 1)
-    served: list[str] = []
+    served: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.append(self.path)
-            body = page_html.encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(n: int) -> str:
+        served.append(n)
+        return page_html
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with page_server(answer) as url:
         budget = f"--virtual-time-budget={(REFRESH_SECONDS + 3) * 1000}"
         dom = chromium(url, tmp_path / "profile", "--window-size=1200,900", budget, "--dump-dom")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    assert served.count("/") == 2  # the page, then one refresh
+    assert served == [1, 2]  # the page, then one refresh
     head = dom[: dom.index(">", dom.index("<html")) + 1]
     assert 'data-focus="peers-tls_failure"' in head, head
     assert 'data-scrolled="true"' in head, head
