@@ -137,22 +137,24 @@ def proc_cpu(pid: int) -> float:
     return round((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, 3)
 
 
+def proc_field(pid: int, name: str, key: str) -> int | None:
+    """The number after ``key:`` in /proc/PID/NAME (``status``, ``io``), None if absent."""
+    with open(f"/proc/{pid}/{name}") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
 def proc_read_bytes(pid: int) -> int:
     """Bytes a running process has read with any read call (``rchar`` of /proc/PID/io)."""
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    return 0
+    return proc_field(pid, "io", "rchar") or 0
 
 
 def proc_hwm_mb(pid: int) -> float | None:
     """Peak resident set size of a running process (VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
+    kib = proc_field(pid, "status", "VmHWM")
+    return None if kib is None else round(kib / 1024, 1)
 
 
 def free_port() -> int:
@@ -626,10 +628,9 @@ def fd_position(pid: int, path: Path, fd: int) -> int:
     """Read offset of descriptor ``fd`` of ``pid`` on ``path``; -1 when it is not that file."""
     with contextlib.suppress(OSError):
         if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path.resolve()):
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                for line in f:
-                    if line.startswith("pos:"):
-                        return int(line.split()[1])
+            position = proc_field(pid, f"fdinfo/{fd}", "pos")
+            if position is not None:
+                return position
     return -1
 
 
