@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DATA, REFERENCE_TIME
+from tlslogd.events import REASONS
 from tlslogd.parse import _BODY, _MESSAGE, _RFC5424, Parser
 from tlslogd.records import to_record
 
@@ -96,3 +97,8 @@ def test_every_parser_branch_has_a_real_sample() -> None:
         shapes |= {name for name, rx in HEADER_SHAPES.items() if rx.search(sample.line)}
     assert sorted(markers - seen) == [], "message formats without a real sample"
     assert sorted(set(HEADER_SHAPES) - shapes) == [], "header shapes without a real sample"
+
+
+def test_every_failure_reason_has_a_real_sample() -> None:
+    reasons = {sample.expect.get("reason") for sample in ALL}
+    assert sorted(set(REASONS) - reasons) == [], "failure reasons without a real sample"

@@ -25,6 +25,7 @@ REASONS = (
     "refused",  # the server refused STARTTLS, or smtpd refused it (rate limit)
     "engine",  # our own TLS engine or TLS configuration is broken
     "policy",  # DANE/TLSA or other policy lookup failure
+    "rejected",  # the server's reply refused the mail for a TLS reason ("530 5.7.0 Must issue ...")
     "handshake",  # any other handshake failure
 )
 

@@ -560,8 +560,13 @@ _STATUS_REASONS: Final = (
 
 
 # a word every needle above contains one of: most status texts have none and stop here
-_STATUS_HINTS: Final = ("TLS", "certificate", "DNSSEC", "RRset", "verify")
+_STATUS_HINTS: Final = ("TLS", "certificate", "DNSSEC", "RRset", "verify", "ncrypt")
 assert all(any(h in needle for h in _STATUS_HINTS) for needle, _ in _STATUS_REASONS)
+
+# The server's own reply refuses the mail for a TLS reason: "host mx[addr] said: 530 5.7.0 Must
+# issue a STARTTLS command first", Microsoft's "454 4.7.0 Failed to establish appropriate TLS
+# channel", a TLS-version policy's "550 5.7.4 ... TLS version is not available".
+_REMOTE_TLS_REPLY: Final = re.compile(r" said: [^\n]*?(?:TLS|[Ee]ncrypt)")
 
 
 def status_reason(text: str | None) -> str | None:
@@ -571,6 +576,8 @@ def status_reason(text: str | None) -> str | None:
     for needle, reason in _STATUS_REASONS:
         if needle in text:
             return reason
+    if _REMOTE_TLS_REPLY.search(text):
+        return "rejected"
     return None
 
 

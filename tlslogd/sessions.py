@@ -502,6 +502,8 @@ class Correlator:
             # that does not require a verified certificate, the mail went over it
             ev.tls = "yes"
             ev.tls_trust = "untrusted"
+        elif (ev.host, ev.program, ev.pid) in self._engine_down:
+            ev.tls = "no"  # this process disabled its TLS support when it started
         elif (
             window is not None
             and self.stream_start is not None

@@ -83,6 +83,7 @@ _REASONS: Final[Mapping[str, str]] = {
     "refused": "STARTTLS refused",
     "engine": "our own TLS engine or configuration is broken",
     "policy": "a TLS policy that cannot be used (DANE/TLSA, policy maps)",
+    "rejected": "the server refused the mail for a TLS reason",
     "handshake": "other handshake failure",
 }
 

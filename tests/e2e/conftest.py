@@ -119,8 +119,11 @@ PHASE_1 = (
 )
 REUSE_BURST = 4  # messages in a row to the "reuse" peer: later ones take a cached connection
 # While tlslogd is stopped (the held session ends then, too): mail that is retried until it
-# expires and bounces.
-WHILE_STOPPED = (Message("encrypt-not-offered", "encrypt"),)
+# expires and bounces, and mail that bounces at once.
+WHILE_STOPPED = (
+    Message("encrypt-not-offered", "encrypt"),
+    Message("plaintext-refused", "demands"),
+)
 # After the restart: a plaintext fallback after a failed handshake, IPv6, the same peers again.
 PHASE_2 = (
     Message("tls-fallback", "fallback", ("--tls",)),

@@ -375,6 +375,7 @@ class Peer:
     kind: str
     addr: str
     starttls: bool = True
+    requires_tls: bool = False  # refuses MAIL FROM before STARTTLS (smtpd_tls_security_level)
     self_signed: bool = False
     tls12_max: bool = False
     policy: str | None = None
@@ -415,6 +416,9 @@ PEERS = {
         # no STARTTLS, and the connection cache is always on for it: plaintext reuse (conn_use=)
         Peer("cached", "127.0.0.12", starttls=False, transport="smtp-cache"),
         Peer("v6", "::1"),  # STARTTLS over IPv6
+        # requires STARTTLS while our policy says none: "530 5.7.0 Must issue a STARTTLS command
+        # first" to every attempt, until the message expires and bounces
+        Peer("demands", "127.0.0.13", requires_tls=True, policy="none"),
     )
 }
 
@@ -574,6 +578,8 @@ class Lab:
             lines = [f"{host}:{self.ports.sink} inet n - n - - smtpd"]
             if not peer.starttls:
                 lines.append("  -o smtpd_tls_security_level=none")
+            if peer.requires_tls:
+                lines.append("  -o smtpd_tls_security_level=encrypt")
             if peer.self_signed:
                 lines += [
                     f"  -o smtpd_tls_cert_file={rogue_cert}",

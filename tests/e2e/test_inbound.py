@@ -34,12 +34,13 @@ def test_starttls_handshakes_are_counted_by_protocol(run: Run) -> None:
 
 
 def test_plaintext_sessions_are_counted_as_starttls_not_used(run: Run) -> None:
-    # in-plaintext, encrypt-not-offered and in-ipv6-plaintext spoke EHLO, never STARTTLS
-    assert run.wait_total('tlslogd_sessions_total{starttls="not_used"}', 3) == 3
-    assert run.wait_total('tlslogd_received_messages_total{tls="no"}', 3) == 3
+    # in-plaintext, encrypt-not-offered, plaintext-refused and in-ipv6-plaintext spoke EHLO,
+    # never STARTTLS
+    assert run.wait_total('tlslogd_sessions_total{starttls="not_used"}', 4) == 4
+    assert run.wait_total('tlslogd_received_messages_total{tls="no"}', 4) == 4
     clients = run.peers("inbound_no_starttls")
     assert {p: e["counts"]["inbound_no_starttls"] for p, e in clients.items()} == {
-        "127.0.0.1": 2,
+        "127.0.0.1": 3,
         "::1": 1,
     }
 
@@ -83,7 +84,7 @@ def test_a_session_open_across_the_restart_keeps_its_tls(run: Run) -> None:
     used_now = f'tlslogd_sessions_total{{{SMTPD},starttls="used"}}'
     # held session, tls-fallback, in-ipv6-tls, policy-none-again, verify-fails, reuse-N
     assert run.wait_now(used_now, 9) == 9
-    assert run.total("tlslogd_sessions_total") == 19
+    assert run.total("tlslogd_sessions_total") == 20
     assert run.total('tlslogd_sessions_total{starttls="unknown"}') == 0
     assert run.wait_total('tlslogd_received_messages_total{tls="yes"}', 14) == 14
 

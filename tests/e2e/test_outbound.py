@@ -35,9 +35,10 @@ def test_outbound_handshakes_are_counted_by_trust(run: Run) -> None:
         run, f"Untrusted TLS connection established to {run.lab.relay('verifyfail')}"
     )
     expected = {
-        # in-tls12, the held session and the bounces of encrypt-not-offered and verify-fails
-        # to the "tls" peer, in-ipv6-tls to [::1], and each new connection to the reuse peer
-        "trusted": 5 + reuse_connections,
+        # in-tls12, the held session and the bounces of encrypt-not-offered, plaintext-refused
+        # and verify-fails to the "tls" peer, in-ipv6-tls to [::1], and each new connection to
+        # the reuse peer
+        "trusted": 6 + reuse_connections,
         # in-tls13 to the self-signed peer, and every attempt of verify-fails
         "untrusted": 1 + verify_attempts,
         "verified": 1,  # submission, to a peer under "secure match="
@@ -51,7 +52,7 @@ def test_outbound_handshakes_are_counted_by_trust(run: Run) -> None:
 
 def test_tls_deliveries_are_joined_to_their_handshakes(run: Run) -> None:
     sent = 'tlslogd_deliveries_total{status="sent",tls="yes",scope="remote"}'
-    assert run.wait_total(sent, 8 + REUSE_BURST) == 8 + REUSE_BURST
+    assert run.wait_total(sent, 9 + REUSE_BURST) == 9 + REUSE_BURST
     assert run.total('tlslogd_deliveries_total{tls="unknown"}') == 0
     peers = run.peers()
     seen = {
@@ -59,7 +60,7 @@ def test_tls_deliveries_are_joined_to_their_handshakes(run: Run) -> None:
         for kind in ("tls", "selfsigned", "verified", "tls12", "v6", "reuse")
     }
     assert seen == {
-        "tls": (4, "TLSv1.3"),  # in-tls12, the held session, two bounces
+        "tls": (5, "TLSv1.3"),  # in-tls12, the held session, three bounces
         "selfsigned": (1, "TLSv1.3"),
         "verified": (1, "TLSv1.3"),
         "tls12": (1, "TLSv1.2"),
@@ -109,14 +110,17 @@ def test_deliveries_over_a_cached_plaintext_connection_are_plaintext(run: Run) -
 
 
 def test_a_server_offering_starttls_under_policy_none_is_listed(run: Run) -> None:
-    # policy-none, policy-none-again and the fallback's plaintext retry
-    assert run.wait_total("tlslogd_starttls_offered_total", 3) == 3
+    # policy-none, policy-none-again, the fallback's plaintext retry and plaintext-refused
+    assert run.wait_total("tlslogd_starttls_offered_total", 4) == 4
     sent = 'tlslogd_offered_plaintext_deliveries_total{status="sent"}'
     assert run.wait_total(sent, 3) == 3
-    offered = run.peers("offered_not_used")
-    assert {p: e["counts"]["offered_not_used"] for p, e in offered.items()} == {
+    bounced = 'tlslogd_offered_plaintext_deliveries_total{status="bounced"}'
+    assert run.wait_total(bounced, 1) == 1
+    peers = run.peers("offered_not_used")
+    assert {p: e["counts"]["offered_not_used"] for p, e in peers.items()} == {
         addr("offering"): 2,
         addr("fallback"): 1,
+        addr("demands"): 1,
     }
     gauge = f'tlslogd_top_peer_events{{category="offered_not_used",peer="{addr("offering")}"}}'
     assert run.wait_now(gauge, 2) == 2
@@ -133,6 +137,22 @@ def test_encrypt_policy_against_a_server_without_starttls_fails_not_offered(run:
     assert peer["failure_reasons"] == {"not_offered": deferred}
     assert (peer["deliveries"], peer["tls_deliveries"], peer["counts"]["plaintext_out"]) == (
         deferred,
+        0,
+        0,
+    )
+
+
+def test_plaintext_refused_by_a_server_that_requires_tls_is_a_failure(run: Run) -> None:
+    # a 5xx reply: the message bounces at once
+    relay = f"relay={run.lab.relay('demands')}"
+    refusal = "status=bounced (host 127.0.0.13[127.0.0.13] said: 530 5.7.0 Must issue a STARTTLS"
+    assert count(run, relay, refusal) == count(run, relay) == 1
+    failures = 'tlslogd_tls_failures_total{direction="outbound",reason="rejected"}'
+    assert run.wait_total(failures, 1) == 1
+    peer = run.peers()[addr("demands")]
+    assert peer["failure_reasons"] == {"rejected": 1}
+    assert (peer["deliveries"], peer["tls_deliveries"], peer["counts"]["plaintext_out"]) == (
+        1,
         0,
         0,
     )
