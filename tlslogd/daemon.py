@@ -15,7 +15,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import uvicorn
@@ -126,6 +126,8 @@ class Daemon:
         self._candidates: dict[str, int] = {}
         self._psl = PublicSuffixList()
         self._stop = asyncio.Event()
+        # the log reader and the checkpoint take turns with the pipeline's state
+        self._turn = asyncio.Lock()
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -151,23 +153,42 @@ class Daemon:
         return saved.position
 
     def checkpoint(self) -> None:
-        """Write position, sessions, totals and changed peers in one transaction."""
+        """Write position, sessions, totals and changed peers in one transaction, at once."""
+        for _ in self._checkpoint_steps():
+            pass
+
+    async def checkpoint_in_turns(self) -> None:
+        """The same transaction, a batch of rows at a time, serving HTTP requests in between:
+        under a flood of new peer names thousands of rows change between checkpoints, and
+        writing them takes up to a second. The log is not read meanwhile, so the checkpoint
+        still holds one moment's state."""
+        async with self._turn:
+            steps = self._checkpoint_steps()
+            try:
+                for _ in steps:
+                    await asyncio.sleep(0)
+            finally:
+                steps.close()  # cancelled at shutdown: roll back, for the final checkpoint
+
+    def _checkpoint_steps(self) -> Generator[None, None, None]:
         position = self.source.position()
         if position is None:
             return
         peers = self.stats.peers
-        rows = [(k, e.to_json()) for k in peers.dirty if (e := peers.get(k)) is not None]
         dests = self.stats.destinations
-        dest_rows = [(k, d.to_json()) for k in dests.dirty if (d := dests.get(k)) is not None]
+        saved_at = time.time()
         try:
-            self._checkpoint_ts = self.store.save(
+            yield from self.store.saving(
+                saved_at=saved_at,
                 source=self.source_kind,
                 position=position,
                 sessions=self.correlator.snapshot(),
                 stats=self.stats.durable(),
-                peers=rows,
+                peers=((k, e.to_json()) for k in peers.dirty if (e := peers.get(k)) is not None),
                 removed_peers=list(peers.removed),
-                destinations=dest_rows,
+                destinations=(
+                    (k, d.to_json()) for k in dests.dirty if (d := dests.get(k)) is not None
+                ),
                 removed_destinations=list(dests.removed),
             )
         except Exception as exc:  # disk full, read-only file system...: keep running, say so
@@ -175,6 +196,7 @@ class Daemon:
                 log.error("cannot write the checkpoint to %s: %s", self.store.path, exc)
             self._checkpoint_error = str(exc)
             return
+        self._checkpoint_ts = saved_at
         if self._checkpoint_error is not None:
             log.info("checkpoints work again")
         self._checkpoint_error = None
@@ -382,7 +404,8 @@ class Daemon:
                 # read from the end of the log: everything from then on is new, however long
                 # the log stayed quiet (or held other programs' lines only) before this chunk
                 self.correlator.quiet_start = time.monotonic() - began
-            feed(chunk.data)
+            async with self._turn:  # not while a checkpoint is being written
+                feed(chunk.data)
             self._last_read = time.time()
             self._dirty = True
             await asyncio.sleep(0)
@@ -401,7 +424,7 @@ class Daemon:
             # while a backlog is read, during which scrapes wait: then only every few seconds
             # (a crash re-reads those seconds of backlog from the previous checkpoint)
             if self._dirty and (not backlog or now >= next_checkpoint):
-                self.checkpoint()
+                await self.checkpoint_in_turns()
                 next_checkpoint = now + _BACKLOG_CHECKPOINT_SECONDS
             self.notifier.watchdog()
             # the policy candidates take tens of milliseconds, and a few hundred over a full
