@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, LAB_LOG, tlslogd, wild_block
+from tlslogd.cli import read_chunks
 from tlslogd.records import EventRecord
 
 LAB = LAB_LOG.read_text()
@@ -404,3 +405,17 @@ def test_a_json_line_nested_beyond_the_stack_is_said_not_fatal(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     assert "is not a JSON object; read as it is" in out.stderr
     assert json.loads(out.stdout)["lines"]["event"] == 1
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_report_progress_counts_the_file_as_it_is_on_disk(tmp_path: Path, compressed: bool) -> None:
+    # the progress meter divides what was read by the files' sizes on disk: a .gz file must
+    # count its compressed bytes, or the meter runs past 100 %
+    text = LAB_LOG.read_bytes() * 40
+    path = tmp_path / ("mail.log.1.gz" if compressed else "mail.log")
+    path.write_bytes(gzip.compress(text) if compressed else text)
+    steps: list[int] = []
+    data = b"".join(read_chunks(str(path), size=1 << 14, progress=steps.append))
+    assert data == text
+    assert sum(steps) == path.stat().st_size
+    assert len([s for s in steps if s]) > 1  # it moves while the file is read

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import gzip
 import io
@@ -321,12 +322,20 @@ def _demo(args: argparse.Namespace) -> int:
 # -- files ------------------------------------------------------------------------------------
 
 
-def _open(name: str) -> io.BufferedIOBase:
+@contextlib.contextmanager
+def _open(name: str) -> Iterator[tuple[io.BufferedIOBase, io.BufferedIOBase]]:
+    """The stream to read ``name`` from, and the file on disk underneath it (not the same for a
+    .gz file)."""
     if name == "-":
-        return cast(io.BufferedIOBase, sys.stdin.buffer)
-    if name.endswith(".gz"):
-        return gzip.GzipFile(name, "rb")
-    return open(name, "rb")
+        stdin = cast(io.BufferedIOBase, sys.stdin.buffer)
+        yield stdin, stdin
+        return
+    with open(name, "rb") as on_disk:
+        if name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=on_disk, mode="rb") as unzipped:
+                yield unzipped, on_disk
+        else:
+            yield on_disk, on_disk
 
 
 class _JsonExport:
@@ -386,11 +395,10 @@ def read_chunks(
 ) -> Iterator[bytes]:
     """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time, with
     the records of a saved JSON export (:class:`_JsonExport`) turned into their log lines: a
-    file whose first line is a JSON object. ``progress`` gets the bytes of each chunk read."""
+    file whose first line is a JSON object. ``progress`` gets the bytes of the file read since
+    its last call, as they are on disk (compressed, for a .gz file)."""
     export: _JsonExport | None = None
-    for data in _raw_chunks(name, size):
-        if progress is not None:
-            progress(len(data))
+    for data in _raw_chunks(name, size, progress):
         if export is None and data[:1] in (b"{", b"\x1e"):
             export = _JsonExport(name)
         yield export.lines(data) if export is not None else data
@@ -398,9 +406,11 @@ def read_chunks(
         yield rest
 
 
-def _raw_chunks(name: str, size: int) -> Iterator[bytes]:
-    f = _open(name)
-    try:
+def _raw_chunks(
+    name: str, size: int, progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    done = 0
+    with _open(name) as (f, on_disk):
         rest = b""
         while True:
             try:
@@ -413,6 +423,10 @@ def _raw_chunks(name: str, size: int) -> Iterator[bytes]:
                 break
             except gzip.BadGzipFile as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+            if progress is not None and on_disk is not sys.stdin.buffer:
+                position = on_disk.tell()
+                progress(position - done)
+                done = position
             if not data:
                 break
             data = rest + data
@@ -424,9 +438,6 @@ def _raw_chunks(name: str, size: int) -> Iterator[bytes]:
             yield data[:cut]
         if rest:
             yield rest if rest.endswith(b"\n") else rest + b"\n"
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
 
 
 def time_ordered(files: Sequence[str]) -> list[str]:
