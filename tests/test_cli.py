@@ -320,6 +320,17 @@ def test_report_period_covers_events_that_count_nothing() -> None:
     assert "; events from 2026-11-25T20:06:" in head
 
 
+def test_report_period_spans_files_read_out_of_log_order(tmp_path: Path) -> None:
+    # files are read oldest modified first: a copy of an older log, made later, is read last
+    lines = LAB.splitlines(keepends=True)
+    older, newer = tmp_path / "copied-later.log", tmp_path / "mail.log"
+    newer.write_text("".join(lines[len(lines) // 2 :]))
+    older.write_text("".join(lines[: len(lines) // 2]))
+    period = json.loads(tlslogd("report", "--format", "json", str(newer), str(older)).stdout)
+    whole = json.loads(tlslogd("report", "--format", "json", str(LAB_LOG)).stdout)
+    assert period["period"] == whole["period"]
+
+
 def test_report_suggests_counting_loopback_relays_only_when_local_networks_made_them_local() -> (
     None
 ):

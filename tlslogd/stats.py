@@ -153,8 +153,8 @@ class Stats:
     def saw(self, first: float | None, last: float | None) -> None:
         """The log period read so far grows by these log times (a chunk's first and last
         events; with a report's window, each counted outcome's)."""
-        if first is not None and self.first_event_ts is None:
-            self.first_event_ts = first
+        if first is not None and (self.first_event_ts is None or first < self.first_event_ts):
+            self.first_event_ts = first  # files read out of order (report) extend it backwards
         if last is not None and (self.last_event_ts is None or last > self.last_event_ts):
             self.last_event_ts = last
 
