@@ -1,5 +1,7 @@
-"""The daemon's checkpoint under a flood of new peer names: written a batch of rows at a time,
-with the HTTP side served in between, while the log waits -- and rolled back when cut short."""
+"""The daemon's checkpoint under a flood of new peer names, in the middle of a backlog: written a
+batch of rows at a time with other tasks (the HTTP side) served in between, while reading waits,
+so that the saved position and the saved counts are of one moment -- also when the daemon is
+stopped halfway through it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 from tlslogd.config import Settings
 from tlslogd.daemon import Daemon
 
-PEERS = 3000  # six batches of rows
+SESSIONS = 20_000  # 40,000 lines, a backlog that takes a while; as many peers, 40 batches of rows
 
 
 def sessions(first: int, count: int) -> str:
@@ -27,20 +29,30 @@ def sessions(first: int, count: int) -> str:
     return "".join(out)
 
 
-def with_daemon(tmp_path: Path, scenario: Callable[[Daemon], Awaitable[None]]) -> None:
-    log = tmp_path / "mail.log"
-    log.write_text(sessions(0, PEERS))
-    settings = Settings(
-        log=str(log), state_dir=tmp_path / "state", from_start=True, local_networks=[]
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        log=str(tmp_path / "mail.log"),
+        state_dir=tmp_path / "state",
+        from_start=True,
+        local_networks=[],
     )
-    daemon = Daemon(settings)
+
+
+def mid_backlog(
+    tmp_path: Path, scenario: Callable[[Daemon, asyncio.Task[None]], Awaitable[None]]
+) -> Daemon:
+    """Run ``scenario`` once the daemon has read a quarter of a backlog it goes on reading."""
+    (tmp_path / "mail.log").write_text(sessions(0, SESSIONS))
+    daemon = Daemon(settings(tmp_path))
 
     async def run() -> None:
         daemon.source.start()
         reading = asyncio.create_task(daemon._consume())
         try:
-            await until(lambda: daemon.stats.totals["lines"] == 2 * PEERS)
-            await scenario(daemon)
+            async with asyncio.timeout(30):
+                while daemon.stats.totals["lines"] < SESSIONS // 2:
+                    await asyncio.sleep(0)
+            await scenario(daemon, reading)
         finally:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -50,53 +62,66 @@ def with_daemon(tmp_path: Path, scenario: Callable[[Daemon], Awaitable[None]]) -
     finally:
         daemon.source.close()
         daemon.store.close()
+    return daemon
 
 
-async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+def lines_before(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n")
 
 
-def test_a_large_checkpoint_takes_turns_with_requests_and_holds_one_moment(
+def test_a_large_checkpoint_takes_turns_with_other_tasks_and_holds_one_moment(
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "mail.log"
-    seen: list[int] = []  # lines read, at each turn another task got while the checkpoint ran
+    seen: list[int] = []  # lines counted, at each turn another task got during the checkpoint
 
-    async def scenario(daemon: Daemon) -> None:
-        read = log.stat().st_size
-        with log.open("a") as f:
-            f.write(sessions(PEERS, 10))  # arrives while the checkpoint is being written
+    async def scenario(daemon: Daemon, reading: asyncio.Task[None]) -> None:
         writing = asyncio.create_task(daemon.checkpoint_in_turns())
+        await asyncio.sleep(0)
         while not writing.done():
             seen.append(daemon.stats.totals["lines"])
             await asyncio.sleep(0)
         await writing
         saved = daemon.store.load()
         assert saved is not None
-        assert saved.position["offset"] == read
-        assert len(saved.peers) == PEERS
-        # and the log is read on afterwards
-        await until(lambda: daemon.stats.totals["lines"] == 2 * (PEERS + 10))
+        # the saved position is exactly where the saved counts stop
+        assert lines_before(tmp_path / "mail.log", saved.position["offset"]) == seen[0]
+        assert saved.stats["totals"]["lines"] == seen[0]
+        assert len(saved.peers) == seen[0] // 2
 
-    with_daemon(tmp_path, scenario)
-    assert len(seen) >= PEERS // 500  # a turn after each batch of rows
-    assert set(seen) == {2 * PEERS}  # nothing was read meanwhile
+    mid_backlog(tmp_path, scenario)
+    assert len(seen) > 10  # a turn after each batch of rows
+    assert set(seen) == {seen[0]}  # nothing was read meanwhile
 
 
-def test_a_checkpoint_cut_short_by_shutdown_leaves_the_previous_one(tmp_path: Path) -> None:
-    async def scenario(daemon: Daemon) -> None:
+def test_stopping_during_a_checkpoint_loses_no_line(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+
+    async def scenario(daemon: Daemon, reading: asyncio.Task[None]) -> None:
         writing = asyncio.create_task(daemon.checkpoint_in_turns())
-        for _ in range(3):
+        for _ in range(5):  # a few batches written; the reader waits with the next chunk
             await asyncio.sleep(0)
-        writing.cancel()
-        await asyncio.gather(writing, return_exceptions=True)
-        assert writing.cancelled()
-        assert daemon.store.load() is None  # rolled back: no half-written checkpoint
-        daemon.checkpoint()  # what the daemon does when it stops
+        await daemon._wind_up(reading, writing)  # what SIGTERM does
+        assert writing.cancelled()  # rolled back, then the final checkpoint was written
         saved = daemon.store.load()
         assert saved is not None
-        assert len(saved.peers) == PEERS
+        counted = daemon.stats.totals["lines"]
+        assert lines_before(log, saved.position["offset"]) == counted
+        assert saved.stats["totals"]["lines"] == counted
 
-    with_daemon(tmp_path, scenario)
+    mid_backlog(tmp_path, scenario)
+    resumed = Daemon(settings(tmp_path))
+
+    async def rest() -> None:
+        resumed.source.start()
+        reading = asyncio.create_task(resumed._consume())
+        async with asyncio.timeout(30):
+            while resumed.stats.totals["lines"] < 2 * SESSIONS:
+                await asyncio.sleep(0.01)
+        await resumed._wind_up(reading)
+
+    try:
+        asyncio.run(rest())
+    finally:
+        resumed.source.close()
+        resumed.store.close()
+    assert resumed.stats.totals["lines"] == 2 * SESSIONS

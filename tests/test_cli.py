@@ -430,3 +430,16 @@ def test_report_progress_counts_the_file_as_it_is_on_disk(tmp_path: Path, compre
     assert data == text
     assert sum(steps) == path.stat().st_size
     assert len([s for s in steps if s]) > 1  # it moves while the file is read
+
+
+def test_report_progress_passes_over_a_pipe(tmp_path: Path) -> None:
+    # `tlslogd report mail.log <(zcat mail.log.2.gz)`: a pipe has no size and cannot tell its
+    # position; its lines are read all the same
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["cp", str(LAB_LOG), str(fifo)])
+    steps: list[int] = []
+    data = b"".join(read_chunks(str(fifo), progress=steps.append))
+    assert writer.wait(timeout=10) == 0
+    assert data == LAB_LOG.read_bytes()
+    assert steps == []

@@ -535,20 +535,27 @@ def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_ser
     assert pipe.stats.peers.query(category="tls_failure") == []
 
 
-def test_a_server_refusing_our_plaintext_is_a_rejected_failure_of_that_delivery() -> None:
+def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_failure() -> None:
     # 2010 forum excerpt: the smtp client's own certificate does not load ("disabling TLS
     # support"), so it speaks plaintext to Gmail, which answers 530 5.7.0 "Must issue a STARTTLS
-    # command first": our engine failure once, and the refusal that bounced the message
+    # command first": one failure, ours (engine), and Gmail is not a failing peer
     pipe, events = replay(wild_block("deliveries.log", "file id 57117213810"))
     pipe.finish()
-    assert failures(pipe.stats)["outbound"] == {"engine": 1, "rejected": 1}
+    assert failures(pipe.stats)["outbound"] == {"engine": 1}
+    assert pipe.stats.peers.query(category="tls_failure") == []
     (bounce,) = deliveries(events)
-    assert (bounce.status, bounce.reason, bounce.tls, bounce.tls_failed) == (
-        "bounced",
-        "rejected",
-        "no",  # the process had disabled its TLS: this delivery cannot have used it
-        True,
-    )
+    assert (bounce.status, bounce.reason) == ("bounced", "rejected")
+
+
+def test_a_server_refusing_our_plaintext_is_a_rejected_failure_of_that_delivery() -> None:
+    # Gmail refuses a relay's plaintext MAIL FROM (2011 forum excerpt)
+    pipe, events = replay(wild_block("deliveries.log", "file id 56790860895"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"rejected": 1}
+    (bounce,) = deliveries(events)
+    assert (bounce.status, bounce.tls_failed) == ("bounced", True)
+    (peer,) = pipe.stats.peers.query(category="tls_failure")
+    assert peer.host == "smtp.gmail.com"
 
 
 def test_before_postfix_3_a_session_without_a_handshake_did_not_use_tls() -> None:

@@ -411,6 +411,9 @@ def _raw_chunks(
 ) -> Iterator[bytes]:
     done = 0
     with _open(name) as (f, on_disk):
+        # a pipe (stdin, a process substitution) has no size to measure progress against
+        measured = on_disk is not sys.stdin.buffer and on_disk.seekable()
+        report = progress if measured else None
         rest = b""
         while True:
             try:
@@ -423,9 +426,9 @@ def _raw_chunks(
                 break
             except gzip.BadGzipFile as exc:
                 raise ConfigError(f"{name}: {exc}") from None
-            if progress is not None and on_disk is not sys.stdin.buffer:
+            if report is not None:
                 position = on_disk.tell()
-                progress(position - done)
+                report(position - done)
                 done = position
             if not data:
                 break

@@ -121,6 +121,7 @@ class Daemon:
         self._checkpoint_ts: float | None = None
         self._checkpoint_error: str | None = None
         self._dirty = False
+        self._held: bytes | None = None  # a chunk read, waiting for a checkpoint to finish
         self._tail_seen: float | None = None
         self._unrecognised_seen = 0
         self._candidates: dict[str, int] = {}
@@ -364,12 +365,7 @@ class Daemon:
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({reading, stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
         self.notifier.stopping()
-        for task in (reading, ticking):
-            task.cancel()
-        for task in (reading, ticking):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.checkpoint()  # before closing the source, which forgets its position
+        await self._wind_up(reading, ticking)
         self.source.close()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
@@ -380,6 +376,17 @@ class Daemon:
             return 1
         log.info("stopped; checkpoint written")
         return 0
+
+    async def _wind_up(self, *tasks: asyncio.Task[None]) -> None:
+        """Stop reading and the timer, then write the final checkpoint -- before the source is
+        closed, which forgets its position. A checkpoint cut short rolls back; a chunk the
+        source handed out while one was being written is counted first, as the source's
+        position is already past it."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._feed_held()
+        self.checkpoint()
 
     def _uvicorn_config(self, host: str, port: int) -> uvicorn.Config:
         return self.endpoint.uvicorn_config(
@@ -392,7 +399,6 @@ class Daemon:
         )
 
     async def _consume(self) -> None:
-        feed = self.pipeline.feed
         async for chunk in self.source.chunks():
             began = self.source.tail_started()
             if began is not None and began != self._tail_seen:
@@ -404,11 +410,18 @@ class Daemon:
                 # read from the end of the log: everything from then on is new, however long
                 # the log stayed quiet (or held other programs' lines only) before this chunk
                 self.correlator.quiet_start = time.monotonic() - began
+            self._held = chunk.data  # the source's position is past it from now on
             async with self._turn:  # not while a checkpoint is being written
-                feed(chunk.data)
-            self._last_read = time.time()
-            self._dirty = True
+                self._feed_held()
             await asyncio.sleep(0)
+
+    def _feed_held(self) -> None:
+        if self._held is None:
+            return
+        data, self._held = self._held, None
+        self.pipeline.feed(data)
+        self._last_read = time.time()
+        self._dirty = True
 
     async def _tick(self) -> None:
         interval = self.settings.checkpoint_interval

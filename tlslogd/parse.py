@@ -560,13 +560,17 @@ _STATUS_REASONS: Final = (
 
 
 # a word every needle above contains one of: most status texts have none and stop here
-_STATUS_HINTS: Final = ("TLS", "certificate", "DNSSEC", "RRset", "verify", "ncrypt")
+_STATUS_HINTS: Final = ("TLS", "certificate", "DNSSEC", "RRset", "verify")
 assert all(any(h in needle for h in _STATUS_HINTS) for needle, _ in _STATUS_REASONS)
 
 # The server's own reply refuses the mail for a TLS reason: "host mx[addr] said: 530 5.7.0 Must
 # issue a STARTTLS command first", Microsoft's "454 4.7.0 Failed to establish appropriate TLS
-# channel", a TLS-version policy's "550 5.7.4 ... TLS version is not available".
-_REMOTE_TLS_REPLY: Final = re.compile(r" said: [^\n]*?(?:TLS|[Ee]ncrypt)")
+# channel", a TLS-version policy's "550 5.7.4 ... TLS version is not available". That is a
+# security or policy reply (enhanced code X.7.Y, or a bare 530) whose own words name TLS or
+# STARTTLS -- not an address, a URL, a bracketed tag or Postfix's "(in reply to ... command)".
+_REMOTE_REFUSAL: Final = re.compile(r" said: (?:[45]\d\d[ -][45]\.7\.\d{1,3}\b|530[ -])([^\n]*)")
+_NOT_REPLY_WORDS: Final = re.compile(r"<[^>\n]*>|\S+://\S*|\[[^\]\n]*\]|\(in reply to [^)\n]*\)")
+_TLS_WORD: Final = re.compile(r"\b(?:START)?TLS\b")
 
 
 def status_reason(text: str | None) -> str | None:
@@ -576,7 +580,8 @@ def status_reason(text: str | None) -> str | None:
     for needle, reason in _STATUS_REASONS:
         if needle in text:
             return reason
-    if _REMOTE_TLS_REPLY.search(text):
+    refusal = _REMOTE_REFUSAL.search(text)
+    if refusal is not None and _TLS_WORD.search(_NOT_REPLY_WORDS.sub(" ", refusal.group(1))):
         return "rejected"
     return None
 

@@ -502,8 +502,6 @@ class Correlator:
             # that does not require a verified certificate, the mail went over it
             ev.tls = "yes"
             ev.tls_trust = "untrusted"
-        elif (ev.host, ev.program, ev.pid) in self._engine_down:
-            ev.tls = "no"  # this process disabled its TLS support when it started
         elif (
             window is not None
             and self.stream_start is not None
@@ -523,8 +521,13 @@ class Correlator:
                 if decided != "yes":
                     ev.tls_protocol = ev.tls_cipher = ev.tls_trust = None
         failures: list[TlsFailure] = []  # what this line completes, counted after it
-        if ev.reason == "engine" and (ev.host, ev.program, ev.pid) in self._engine_down:
-            entry.failure = None  # our TLS engine is off: counted once, and not the server's
+        if (
+            ev.reason in ("engine", "rejected")
+            and (ev.host, ev.program, ev.pid) in self._engine_down
+        ):
+            # our TLS engine is off: counted once, and not the server's -- also when the server
+            # then refuses our plaintext
+            entry.failure = None
         elif ev.reason is not None:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):

@@ -417,7 +417,7 @@ PEERS = {
         Peer("cached", "127.0.0.12", starttls=False, transport="smtp-cache"),
         Peer("v6", "::1"),  # STARTTLS over IPv6
         # requires STARTTLS while our policy says none: "530 5.7.0 Must issue a STARTTLS command
-        # first" to every attempt, until the message expires and bounces
+        # first", a permanent error: the message bounces at once
         Peer("demands", "127.0.0.13", requires_tls=True, policy="none"),
     )
 }
