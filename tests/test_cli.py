@@ -443,3 +443,19 @@ def test_report_progress_passes_over_a_pipe(tmp_path: Path) -> None:
     assert writer.wait(timeout=10) == 0
     assert data == LAB_LOG.read_bytes()
     assert steps == []
+
+
+def test_report_leaves_the_daemons_machinery_unloaded() -> None:
+    # pydantic's settings, asyncio and the web app would cost `report` more start-up time than
+    # a day's log of a small server takes to read
+    code = (
+        "import sys\n"
+        "from tlslogd import cli\n"
+        f"cli.main(['report', '--format', 'json', {str(LAB_LOG)!r}])\n"
+        "heavy = {'pydantic', 'pydantic_settings', 'asyncio', 'uvicorn', 'prometheus_client'}\n"
+        "print(sorted(heavy & set(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tlslogd.config import ConfigError, Settings, load_settings, split_listen
+from tlslogd.config import Settings, load_settings, split_listen
+from tlslogd.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "tlslogd" / "data" / "tlslogd.example.toml"
 

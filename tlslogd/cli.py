@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import csv
 import gzip
@@ -12,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -20,27 +18,19 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from tlslogd import __version__, summary
-from tlslogd.config import (
-    ENV_PREFIX,
-    ConfigError,
-    Settings,
-    effective,
-    load_settings,
-    unknown_environment,
-)
 from tlslogd.destinations import DestinationTable
+from tlslogd.errors import ConfigError
 from tlslogd.events import Event
 from tlslogd.parse import Parser
 from tlslogd.peers import CATEGORIES, PeerTable, row_seen
 from tlslogd.pipeline import Pipeline
-from tlslogd.records import to_record
 from tlslogd.sessions import Correlator, LocalNetworks
-from tlslogd.sources.journal import FieldError, record_line
-from tlslogd.state import StateError
 from tlslogd.stats import Stats
-from tlslogd.web import BadRequest, parse_since
 
+# The daemon's commands import what only they need (pydantic's settings, asyncio, the web app)
+# when they run: `report` starts in half the time without them.
 if TYPE_CHECKING:
+    from tlslogd.config import Settings
     from tlslogd.webconfig import WebConfig
 
 CHUNK = 1 << 20
@@ -200,12 +190,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         "audit_config_dir": args.audit_config_dir,
         "log_level": args.log_level,
     }
+    from tlslogd.config import load_settings
+
     settings = load_settings(args.config, flags)
     _warn_unknown_environment()
     return settings
 
 
 def _warn_unknown_environment() -> None:
+    from tlslogd.config import ENV_PREFIX, Settings, unknown_environment
+
     unknown = unknown_environment()
     if unknown:
         known = ", ".join(ENV_PREFIX + key.upper() for key in Settings.model_fields)
@@ -225,6 +219,10 @@ def _logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tlslogd.state import StateError
+
     settings = _settings(args)
     _logging(settings.log_level)
     from tlslogd.daemon import Daemon
@@ -261,6 +259,7 @@ def _web_config(settings: Settings) -> WebConfig | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from tlslogd.config import effective
     from tlslogd.webconfig import WebConfigError, build_ssl_context
 
     settings = _settings(args)
@@ -297,6 +296,10 @@ def _run_time_problems(settings: Settings) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     _logging("info")
     _warn_unknown_environment()
+    import asyncio
+    import tempfile
+
+    from tlslogd.config import Settings
     from tlslogd.daemon import Daemon
     from tlslogd.sources.demo import DemoSource
 
@@ -351,6 +354,8 @@ class _JsonExport:
         self.reported: set[str] = set()
 
     def lines(self, data: bytes) -> bytes:
+        from tlslogd.sources.journal import FieldError, record_line
+
         out: list[bytes] = []
         for raw in data.splitlines():
             text = raw.strip().lstrip(b"\x1e")  # json-seq's record separator
@@ -480,6 +485,8 @@ def _pipeline(
 
 
 def _parse(args: argparse.Namespace) -> int:
+    from tlslogd.records import to_record
+
     files = time_ordered(args.files)
     pipe = _pipeline(files, args.local_networks)
     out = sys.stdout
@@ -516,12 +523,7 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _when(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_since(value, time.time())
-    except BadRequest as exc:
-        raise ConfigError(f"{flag}: {exc}") from exc
+    return _window(value, None, flag)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -565,9 +567,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _window(value: str | None, end: float | None, flag: str) -> float | None:
-    """A --since/--until value; durations count back from ``end`` (the log's last event)."""
+    """A --since/--until value; durations count back from ``end`` (the log's last event, or
+    now)."""
     if value is None:
         return None
+    from tlslogd.web import BadRequest, parse_since
+
     try:
         return parse_since(value, end if end is not None else time.time())
     except BadRequest as exc:
@@ -576,8 +581,7 @@ def _window(value: str | None, end: float | None, flag: str) -> float | None:
 
 def _advise(args: argparse.Namespace) -> int:
     from tlslogd.advise import Thresholds, advise, render_policy_map, render_table, to_json
-    from tlslogd.destinations import DestinationTable
-    from tlslogd.state import read_saved
+    from tlslogd.state import StateError, read_saved
 
     if args.files:
         files = time_ordered(args.files)

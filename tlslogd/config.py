@@ -24,12 +24,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tlslogd.errors import ConfigError
+
 DEFAULT_CONFIG = Path("/etc/tlslogd/tlslogd.toml")
 ENV_PREFIX = "TLSLOGD_"
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded for the admin who has to fix it."""
 
 
 def split_listen(value: str) -> tuple[str, int]:
