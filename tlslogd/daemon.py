@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -263,15 +264,21 @@ class Daemon:
         if end is None:
             return
         s = self.settings
-        result = advise(
-            self.stats.destinations,
-            self.stats.peers,
-            since=end - s.advise_window_days * 86400,
-            until=end + 1,
-            thresholds=Thresholds(s.advise_min_deliveries, s.advise_min_days),
-            evidence=summary.handshake_evidence(self.stats.totals),
-            psl=self._psl,
-        )
+        # over a full destination table its tens of thousands of short-lived containers set
+        # off full collections of the daemon's heap, half of its time; they hold no cycles
+        gc.disable()
+        try:
+            result = advise(
+                self.stats.destinations,
+                self.stats.peers,
+                since=end - s.advise_window_days * 86400,
+                until=end + 1,
+                thresholds=Thresholds(s.advise_min_deliveries, s.advise_min_days),
+                evidence=summary.handshake_evidence(self.stats.totals),
+                psl=self._psl,
+            )
+        finally:
+            gc.enable()
         self._candidates = result.counts()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
