@@ -535,6 +535,14 @@ def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_ser
     assert pipe.stats.peers.query(category="tls_failure") == []
 
 
+def test_a_key_that_does_not_match_our_certificate_is_one_engine_failure_of_the_process() -> None:
+    # 2009 forum excerpt: the smtp client logs the key it cannot use, OpenSSL's "key values
+    # mismatch" and that it cannot load its certificate and key: one failure, ours
+    pipe, _ = replay(wild_block("failures.log", "file id 57169664590"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"engine": 1}
+
+
 def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_failure() -> None:
     # 2010 forum excerpt: the smtp client's own certificate does not load ("disabling TLS
     # support"), so it speaks plaintext to Gmail, which answers 530 5.7.0 "Must issue a STARTTLS

@@ -490,6 +490,9 @@ _LIB_REASONS: Final = (
     ("key values mismatch", "engine"),
     ("ssl_set_cert", "engine"),
     ("not replacing certificate", "engine"),
+    ("pem lib", "engine"),  # a PEM file of ours that does not parse (CA file, certificate)
+    ("x509_load_cert", "engine"),  # the CA file (smtp(d)_tls_CAfile)
+    ("x509_check_private_key", "engine"),  # our key does not match our certificate
     # our own protocol settings leave no version to offer: raised before any byte is sent
     ("no protocols available", "engine"),
     ("unsupported protocol", "protocol"),
@@ -1244,7 +1247,13 @@ class Parser:
         if "-- using compiled-in defaults" in text:
             # DH parameters that do not load (src/tls/tls_dh.c): TLS goes on with Postfix's own
             return TlsFallback(host, tag, svc, pid, ts, _direction(svc), text)
-        if text.startswith("cannot") and "TLS" not in text and "certificate" not in text.lower():
+        low = text.lower()
+        if (
+            text.startswith("cannot")
+            and "TLS" not in text
+            and "certificate" not in low
+            and "private key" not in low
+        ):
             return None  # cannot get/load something else
         # tlsproxy unreachable (smtp_tls_connection_reuse without it): this attempt's failure,
         # by our doing; the process's TLS engine itself is fine

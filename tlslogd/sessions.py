@@ -588,8 +588,10 @@ class Correlator:
                 pending = session.failure
                 session.failure = ev if pending is None else merge_failure(pending, ev)
                 return
-            # at a process's start: complete in itself, counted once per process, and not a
-            # peer's doing
+            # at a process's start: complete in itself, counted once per process (Postfix logs
+            # the file that does not load, then that TLS is off), and not a peer's doing
+            if key in self._engine_down:
+                return
             if len(self._engine_down) >= 1024:
                 self._engine_down.clear()
             self._engine_down.add(key)
