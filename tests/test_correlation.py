@@ -543,6 +543,15 @@ def test_a_key_that_does_not_match_our_certificate_is_one_engine_failure_of_the_
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
 
 
+def test_port_465_without_wrapper_mode_fails_the_attempt_not_the_process() -> None:
+    # Mailu#1558: the warning is logged per connection to port 465; the smtp process's TLS
+    # engine works, so its later deliveries and failures count as usual
+    pipe, _ = replay(wild_block("failures.log", "Mailu/Mailu/issues/1558"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"engine": 1}
+    assert pipe.correlator.snapshot()["engine_down"] == []
+
+
 def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_failure() -> None:
     # 2010 forum excerpt: the smtp client's own certificate does not load ("disabling TLS
     # support"), so it speaks plaintext to Gmail, which answers 530 5.7.0 "Must issue a STARTTLS

@@ -1255,9 +1255,11 @@ class Parser:
             and "private key" not in low
         ):
             return None  # cannot get/load something else
-        # tlsproxy unreachable (smtp_tls_connection_reuse without it): this attempt's failure,
-        # by our doing; the process's TLS engine itself is fine
-        source = "proxy" if text.startswith("connect to") else "engine"
+        # tlsproxy unreachable (smtp_tls_connection_reuse without it), port 465 without
+        # smtp_tls_wrappermode: this attempt's failure, by our doing; the process's TLS engine
+        # itself is fine
+        per_attempt = text.startswith(("connect to", "SMTPS wrappermode"))
+        source = "attempt" if per_attempt else "engine"
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, source)
 
 
