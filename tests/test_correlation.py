@@ -50,6 +50,21 @@ def test_lab_log_every_next_hop_matches_its_known_truth() -> None:
     assert offered == {"127.0.0.4", "127.0.0.14"}
 
 
+def test_lab_log_deliveries_held_back_by_tls_are_counted_by_the_failures_reason() -> None:
+    # every deferral in the lab log is TLS's doing: an encrypt policy against a server without
+    # STARTTLS, a verify policy against a self-signed certificate, and the handshakes that
+    # failed on the protocol version before the plaintext retry (whose failure says "protocol",
+    # and so does the deferral it held back, not its "Cannot start TLS" text's "handshake")
+    pipe, events = replay(LAB_LOG.read_text())
+    pipe.finish()
+    held = Counter(d.reason for d in deliveries(events) if d.status == "deferred")
+    assert held == {"not_offered": 8, "certificate": 19, "protocol": 7}
+    assert pipe.stats.counters["tls_held"] == {
+        ("smtp", "postfix/smtp", "deferred", reason): n for reason, n in held.items()
+    }
+    assert pipe.stats.totals["tls_held_deliveries"] == sum(held.values())
+
+
 def test_lab_log_counts_each_handshake_once_as_the_receiving_side_saw_it() -> None:
     # tlsproxy repeats the smtp client's handshakes and "reused" is not a handshake: the sink
     # logged exactly one "established from" per connection the main instance opened.

@@ -169,6 +169,7 @@ ADVICE = {
         'tlslogd_tls_failures_total{direction="outbound"}',  # the plaintext retry's cause
     ),
     "TlslogdPlaintextDeliveries": ("smtp_tls_policy_maps", "category=plaintext_out"),
+    "TlslogdTlsHeldDeliveries": ("smtp_tls_policy_maps", "smtp_tls_protocols", "mailq"),
     "TlslogdLegacyTlsInbound": ("smtpd_tls_protocols", ">=TLSv1.2", "category=legacy_protocol"),
     "TlslogdLegacyTlsOutbound": ("smtp_tls_protocols", ">=TLSv1.2", "category=legacy_protocol"),
     "TlslogdTlsFailureSpike": ("smtpd_tls_loglevel", "smtp_tls_loglevel", "category=tls_failure"),

@@ -56,6 +56,13 @@ METRICS: dict[str, MetricSpec] = {
         "or the plaintext retry after a failed handshake).",
         ("service", "program", "status"),
     ),
+    "tlslogd_tls_held_deliveries_total": MetricSpec(
+        "counter",
+        "Deliveries to remote servers deferred or bounced because of TLS, by the failure's "
+        "reason: a mandatory TLS policy the server does not meet (not_offered, certificate), a "
+        "server that refuses our plaintext (rejected), our own TLS setup (engine).",
+        ("service", "program", "status", "reason"),
+    ),
     "tlslogd_sessions_total": MetricSpec(
         "counter",
         "Finished smtpd sessions by their use of STARTTLS; scope=local for clients in the local "
@@ -179,6 +186,7 @@ _COUNTER_FAMILIES = {
     "tlslogd_starttls_offered_total": "offered",
     "tlslogd_deliveries_total": "deliveries",
     "tlslogd_offered_plaintext_deliveries_total": "offered_plaintext",
+    "tlslogd_tls_held_deliveries_total": "tls_held",
     "tlslogd_sessions_total": "sessions",
     "tlslogd_received_messages_total": "received",
 }

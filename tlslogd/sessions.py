@@ -532,6 +532,7 @@ class Correlator:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):
                 failure = merge_failure(pending, failure)
+                ev.reason = failure.reason  # "Cannot start TLS" after "no protocols in common"
             elif pending is not None:
                 failures.append(pending)
             entry.failure = None

@@ -45,6 +45,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "offered": ("service", "program"),
     "deliveries": ("service", "program", "status", "tls", "scope"),
     "offered_plaintext": ("service", "program", "status"),
+    "tls_held": ("service", "program", "status", "reason"),
     "sessions": ("direction", "service", "program", "starttls", "scope"),
     "received": ("service", "program", "tls", "scope"),
 }
@@ -64,6 +65,7 @@ TOTALS = (
     "local_plaintext_deliveries",
     "unknown_tls_deliveries",
     "offered_plaintext_deliveries",
+    "tls_held_deliveries",
     "tls_failures",
     "sessions",
     "tls_sessions",
@@ -223,6 +225,11 @@ class Stats:
                 totals["unknown_tls_deliveries"] += 1
         if ev.scope != "remote":
             return  # a content filter or LMTP server may offer STARTTLS and be told not to use it
+        if not sent and ev.reason is not None:
+            # deferred or bounced because of TLS: a mandatory policy that the server does not
+            # meet, a certificate that does not verify, a server that refuses our plaintext
+            self._count("tls_held", (ev.service, ev.program, status, ev.reason))
+            totals["tls_held_deliveries"] += 1
         if ev.offered:
             self._count("offered_plaintext", (ev.service, ev.program, status))
             if sent:

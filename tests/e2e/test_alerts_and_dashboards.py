@@ -84,6 +84,33 @@ def test_plaintext_alerts_keep_firing_across_the_restart(run: Run) -> None:
     assert len(values) >= int(end - run.first_process_scrape)
 
 
+def test_mail_held_back_by_tls_is_counted_and_alerted_by_reason(run: Run) -> None:
+    # encrypt-not-offered's deferrals (not_offered), verify-fails' (certificate), the fallback's
+    # first attempts (protocol) and plaintext-refused's bounce (rejected)
+    held = {}
+    for line in run.log_lines():
+        if " postfix/smtp[" not in line or "status=sent" in line or " to=<" not in line:
+            continue
+        for needle, reason in (
+            ("TLS is required, but was not offered", "not_offered"),
+            ("Server certificate not verified", "certificate"),
+            ("Cannot start TLS: handshake failure", "protocol"),
+            ("Must issue a STARTTLS command first", "rejected"),
+        ):
+            if needle in line:
+                held[reason] = held.get(reason, 0) + 1
+    assert set(held) == {"not_offered", "certificate", "protocol", "rejected"}
+    for reason, n in held.items():
+        metric = f'tlslogd_tls_held_deliveries_total{{reason="{reason}"}}'
+        assert run.wait_total(metric, n) == n, reason
+    if "TlslogdTlsHeldDeliveries" in rule_alerts():
+        result = run.prometheus.query(
+            'ALERTS{alertstate="firing",alertname="TlslogdTlsHeldDeliveries"}'
+        )["result"]
+        assert {s["metric"]["reason"] for s in result} <= set(held)
+        assert result, "no held-back mail alert is firing"
+
+
 def test_legacy_protocol_alerts_stay_silent(run: Run) -> None:
     names = rule_alerts()
     # TLSv1 and TLSv1.1 clients were refused: no legacy handshake ever happened
