@@ -233,6 +233,8 @@ def test_lab_adoption_figures_are_the_summary_s(lab: tuple[dict[str, Any], Page]
     assert page.value("outbound-plaintext") == out["sent_remote"]["no"] == 7
     assert page.value("outbound-unknown") == 0
     assert page.value("outbound-offered-plaintext") == out["offered_plaintext_sent"] == 3
+    # every deferral of the lab is TLS's doing (encrypt and verify policies, the fallback)
+    assert page.value("outbound-held-by-tls") == out["held_by_tls"] == 34
     inbound = summary["adoption"]["inbound"]
     assert page.value("inbound-tls-percent") == inbound["tls_session_percent"] == 85.71
     for key, n in {"used": 46, "implicit": 2, "not_used": 4, "failed": 4}.items():

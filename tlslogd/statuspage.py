@@ -428,6 +428,17 @@ def _unknown_note(direction: str, unknown: int, total: int, evidence: Mapping[st
     return f'<p class="note" id="{direction}-unknown-note">{_e(note)}.</p>' if note else ""
 
 
+def _held_by_tls(held: int) -> str:
+    """Of the deferred and bounced deliveries, those TLS held back: a mandatory policy the
+    server does not meet, a refusal of our plaintext."""
+    if not held:
+        return ""
+    return (
+        f' (<a href="#peers-tls_failure" id="outbound-held-by-tls"{_attrs(data_value=held)}>'
+        f"{_count(held)} of them because of TLS</a>)"
+    )
+
+
 def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, str]) -> str:
     sent = out.get("sent_remote", {})
     pct = out.get("tls_percent")
@@ -453,7 +464,8 @@ def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, 
         f'<p class="note">Not counted: <span id="outbound-local"'
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
-        f"{_count(_int(out.get('bounced')))} bounced.</p>"
+        f"{_count(_int(out.get('bounced')))} bounced{_held_by_tls(_int(out.get('held_by_tls')))}."
+        "</p>"
         f"{_all_local_hint(_int(out.get('sent_local_networks')), yes + no + unknown, 'next hops')}"
         "</section>"
     )

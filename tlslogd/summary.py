@@ -62,6 +62,8 @@ def adoption(stats: Stats) -> dict[str, Any]:
             "deferred": deferred,
             "bounced": bounced,
             "offered_plaintext_sent": offered_plain,
+            # deferred or bounced for a TLS reason (remote servers)
+            "held_by_tls": sum(stats.since_created("tls_held").values()),
             "tls_percent": percent(sent["yes"], sent["yes"] + sent["no"]),
         },
         "inbound": {
