@@ -558,13 +558,45 @@ def test_a_key_that_does_not_match_our_certificate_is_one_engine_failure_of_the_
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
 
 
-def test_port_465_without_wrapper_mode_fails_the_attempt_not_the_process() -> None:
-    # Mailu#1558: the warning is logged per connection to port 465; the smtp process's TLS
-    # engine works, so its later deliveries and failures count as usual
+def test_port_465_without_wrapper_mode_is_a_hint_not_a_failure_of_the_process() -> None:
+    # Postfix logs the hint before it connects to port 465 without smtp_tls_wrappermode. Mailu#1558
+    # shows it alone: no delivery follows in the excerpt, so nothing says it failed; the smtp
+    # process's TLS engine works all the same
     pipe, _ = replay(wild_block("failures.log", "Mailu/Mailu/issues/1558"))
     pipe.finish()
-    assert failures(pipe.stats)["outbound"] == {"engine": 1}
+    assert failures(pipe.stats)["outbound"] == {}
     assert pipe.correlator.snapshot()["engine_down"] == []
+
+
+def test_port_465_without_wrapper_mode_to_a_server_speaking_plaintext_is_no_tls_failure() -> None:
+    # an Exchange server speaks plaintext on 465: the delivery reaches DATA and is refused for
+    # a reason that is not TLS's
+    pipe, events = replay(wild_block("failures.log", "file id 45089524895"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {}
+    assert [(d.status, d.tls_failed) for d in deliveries(events)] == [("bounced", False)] * 2
+
+
+def test_port_465_without_wrapper_mode_to_an_implicit_tls_server_holds_the_mail() -> None:
+    # a real Postfix delivering to its own smtps port without smtp_tls_wrappermode: the client
+    # waits for a greeting, the server for a handshake. One failure of ours (engine) that held
+    # the message back, the server's side of it (lost connection), and the retry still running
+    # when the log ends is no failure
+    pipe, events = replay((DATA / "real" / "postfix-3.7-wrappermode.log").read_text())
+    pipe.finish()
+    assert failures(pipe.stats) == {"inbound": {"lost_connection": 1}, "outbound": {"engine": 1}}
+    (deferral,) = deliveries(events)
+    assert (deferral.status, deferral.reason, deferral.tls_failed) == ("deferred", "engine", True)
+    assert pipe.stats.totals["tls_held_deliveries"] == 1
+
+
+def test_a_new_process_on_a_reused_pid_counts_its_own_engine_failure() -> None:
+    # the 2009 forum excerpt's three start-up lines are one failure; the same pid failing the
+    # same way a week later (the same lines, dated a week on) is a second process's failure
+    block = wild_block("failures.log", "file id 57169664590")
+    pipe, _ = replay(block + block.replace("Aug 11 10:22:57", "Aug 18 10:22:57"))
+    pipe.finish()
+    assert failures(pipe.stats)["outbound"] == {"engine": 2}
 
 
 def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_failure() -> None:

@@ -266,6 +266,7 @@ class Daemon:
         s = self.settings
         # over a full destination table its tens of thousands of short-lived containers set
         # off full collections of the daemon's heap, half of its time; they hold no cycles
+        collecting = gc.isenabled()
         gc.disable()
         try:
             result = advise(
@@ -278,7 +279,8 @@ class Daemon:
                 psl=self._psl,
             )
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
         self._candidates = result.counts()
 
     def health(self) -> tuple[bool, dict[str, Any]]:

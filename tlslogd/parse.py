@@ -1255,11 +1255,16 @@ class Parser:
             and "private key" not in low
         ):
             return None  # cannot get/load something else
-        # tlsproxy unreachable (smtp_tls_connection_reuse without it), port 465 without
-        # smtp_tls_wrappermode: this attempt's failure, by our doing; the process's TLS engine
-        # itself is fine
-        per_attempt = text.startswith(("connect to", "SMTPS wrappermode"))
-        source = "attempt" if per_attempt else "engine"
+        # tlsproxy unreachable (smtp_tls_connection_reuse without it): this attempt's failure,
+        # by our doing; the process's TLS engine itself is fine. Port 465 without
+        # smtp_tls_wrappermode: Postfix's hint before it connects, a failure if the delivery
+        # then fails for want of a greeting (the server waits for a TLS handshake)
+        if text.startswith("connect to"):
+            source = "attempt"
+        elif text.startswith("SMTPS wrappermode"):
+            source = "wrapper"
+        else:
+            source = "engine"
         return TlsFailure(host, tag, svc, pid, ts, _direction(svc), None, "engine", text, source)
 
 

@@ -63,6 +63,7 @@ _SPECIFIC = {"handshake": 0, "lost_connection": 1, "timeout": 1, "engine": 3}
 _SWEEP_EVERY = 60.0  # seconds of log time between expiry sweeps
 _SLACK = 2.0  # whole-second timestamps and two-digit delays: widen windows by this much
 _PROXY_HANDSHAKE_SECONDS = 300.0  # tlsproxy's handshake ends within smtp_starttls_timeout
+_ENGINE_LINES_SECONDS = 10.0  # a process logs the lines of one broken TLS setup at once
 
 
 def _specificity(reason: str) -> int:
@@ -277,6 +278,10 @@ class Correlator:
         # processes that logged that their own TLS engine is off ("disabling TLS support"):
         # their clients' failed STARTTLS is that failure again, not the clients'
         self._engine_down: set[Key] = set()
+        # the log time of each process's last counted engine failure: the lines a process logs
+        # for one broken file at its start are one failure; a later one (a new process that
+        # reuses the pid) is another
+        self._engine_counted: dict[Key, float | None] = {}
         # processes whose last line was a TLS setting replaced by a built-in default: the
         # OpenSSL errors they log next are part of that warning, not failures
         self._fallback: set[Key] = set()
@@ -369,8 +374,9 @@ class Correlator:
 
     def _release(self, entry: Entry, emit: Emit) -> None:
         """What an entry still holds when it leaves the table without its closing line: its
-        pending failure, its queued messages, and its held messages (whose TLS stays unknown)."""
-        if entry.failure is not None:
+        pending failure, its queued messages, and its held messages (whose TLS stays unknown).
+        A wrapper-mode hint whose delivery is not there is no failure: nothing says it failed."""
+        if entry.failure is not None and entry.failure.source != "wrapper":
             emit(entry.failure)
             entry.failure = None
         self._flush(entry.queued, emit)
@@ -539,7 +545,13 @@ class Correlator:
             failures.append(failure)
         elif pending is not None:
             entry.failure = None
-            if pending.reason != "certificate":
+            if pending.source == "wrapper":
+                # port 465 without wrapper mode: Postfix waits for a greeting while the server
+                # waits for a TLS handshake -- unless the server speaks plaintext there too
+                if "initial server greeting" in (ev.status_text or ""):
+                    failures.append(pending)
+                    ev.reason = pending.reason  # held back by our TLS setting
+            elif pending.reason != "certificate":
                 failures.append(pending)  # the handshake failed and the mail went in plaintext
         if entry.failed_qid != qid:
             entry.failed_qid = None
@@ -591,11 +603,16 @@ class Correlator:
                 return
             # at a process's start: complete in itself, counted once per process (Postfix logs
             # the file that does not load, then that TLS is off), and not a peer's doing
-            if key in self._engine_down:
-                return
+            if key in self._engine_counted:
+                last = self._engine_counted[key]
+                if last is None or ev.ts is None or ev.ts - last <= _ENGINE_LINES_SECONDS:
+                    return
             if len(self._engine_down) >= 1024:
                 self._engine_down.clear()
+            if len(self._engine_counted) >= 1024:
+                self._engine_counted.clear()
             self._engine_down.add(key)
+            self._engine_counted[key] = ev.ts
             emit(ev)
             return
         if key in self._engine_down and (
