@@ -452,6 +452,7 @@ def test_report_leaves_the_daemons_machinery_unloaded() -> None:
         "import sys\n"
         "from tlslogd import cli\n"
         f"cli.main(['report', '--format', 'json', {str(LAB_LOG)!r}])\n"
+        f"cli.main(['report', '--since', '30d', '--until', '1h', {str(LAB_LOG)!r}])\n"
         "heavy = {'pydantic', 'pydantic_settings', 'asyncio', 'uvicorn', 'prometheus_client'}\n"
         "print(sorted(heavy & set(sys.modules)), file=sys.stderr)\n"
     )

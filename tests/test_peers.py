@@ -6,7 +6,8 @@ import pytest
 from publicsuffixlist import PublicSuffixList
 
 from tlslogd.peers import PeerEntry, PeerTable, row_seen
-from tlslogd.web import BadRequest, peers_query
+from tlslogd.since import BadRequest
+from tlslogd.web import peers_query
 
 DAY = 86400.0
 T0 = 1_790_000_000.0

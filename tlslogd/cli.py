@@ -25,6 +25,7 @@ from tlslogd.parse import Parser
 from tlslogd.peers import CATEGORIES, PeerTable, row_seen
 from tlslogd.pipeline import Pipeline
 from tlslogd.sessions import Correlator, LocalNetworks
+from tlslogd.since import BadRequest, parse_since
 from tlslogd.stats import Stats
 
 # The daemon's commands import what only they need (pydantic's settings, asyncio, the web app)
@@ -571,8 +572,6 @@ def _window(value: str | None, end: float | None, flag: str) -> float | None:
     now)."""
     if value is None:
         return None
-    from tlslogd.web import BadRequest, parse_since
-
     try:
         return parse_since(value, end if end is not None else time.time())
     except BadRequest as exc:

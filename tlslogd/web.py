@@ -6,10 +6,7 @@ page at ``/``. Handlers only read the daemon's state; they never block the loop.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, Protocol
@@ -19,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from tlslogd.peers import CATEGORIES
+from tlslogd.since import BadRequest, parse_since
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,8 +24,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _SORTS = ("count", "last_seen", "peer")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class WebView(Protocol):
@@ -44,33 +40,6 @@ class WebView(Protocol):
     ) -> tuple[int, list[dict[str, Any]]]: ...
 
     def status_page(self) -> str: ...
-
-
-class BadRequest(Exception):
-    pass
-
-
-def parse_since(value: str, now: float) -> float:
-    """``24h``/``7d``/``30m`` ago, epoch seconds, or an ISO 8601 time."""
-    m = _DURATION.match(value)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        epoch = float(value)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(epoch):  # not nan or inf, which JSON cannot carry back
-            return epoch
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(
-            f"since={value!r}: expected a duration (30m, 24h, 7d), epoch seconds or ISO 8601"
-        ) from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.timestamp()
 
 
 _PEER_PARAMETERS: Final = frozenset({"category", "since", "limit", "sort"})
