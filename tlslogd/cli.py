@@ -762,7 +762,8 @@ def render_table(data: dict[str, Any]) -> str:
         census = data["handshakes"][label]
         names = sorted(
             set(census["inbound"]) | set(census["outbound"]),
-            key=lambda n: -(census["inbound"].get(n, 0) + census["outbound"].get(n, 0)),
+            # most used first; ties by name, so that the same log gives the same table
+            key=lambda n: (-(census["inbound"].get(n, 0) + census["outbound"].get(n, 0)), n),
         )
         add(f"\n{title:<40} {'inbound':>9} {'outbound':>9}")
         for name in names or ["(none)"]:

@@ -100,7 +100,7 @@ def census(stats: Stats, label: str) -> dict[str, dict[str, int]]:
         bucket = out.setdefault(key[0], {})
         value = key[index] or "(not logged)"
         bucket[value] = bucket.get(value, 0) + n
-    return {d: dict(sorted(c.items(), key=lambda kv: -kv[1])) for d, c in out.items()}
+    return {d: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for d, c in out.items()}
 
 
 def failures(stats: Stats) -> dict[str, dict[str, int]]:
