@@ -65,6 +65,19 @@ def test_lab_log_deliveries_held_back_by_tls_are_counted_by_the_failures_reason(
     assert pipe.stats.totals["tls_held_deliveries"] == sum(held.values())
 
 
+def test_mail_held_back_by_tls_without_a_connection_is_counted() -> None:
+    # real Postfix logs: a TLS policy that cannot be used defers with relay=none, and so does a
+    # destination Postfix suspended after "TLS is required, but was not offered"
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-policy.log").read_text())
+    pipe.finish()
+    assert pipe.stats.counters["tls_held"] == {("smtp", "postfix/smtp", "deferred", "policy"): 8}
+    assert pipe.stats.counters["deliveries"] == {}  # no connection: no delivery attempt
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text())
+    pipe.finish()
+    suspended = ("error", "postfix/error", "deferred", "not_offered")
+    assert pipe.stats.counters["tls_held"][suspended] == 4
+
+
 def test_lab_log_counts_each_handshake_once_as_the_receiving_side_saw_it() -> None:
     # tlsproxy repeats the smtp client's handshakes and "reused" is not a handshake: the sink
     # logged exactly one "established from" per connection the main instance opened.

@@ -60,7 +60,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter",
         "Deliveries to remote servers deferred or bounced because of TLS, by the failure's "
         "reason: a mandatory TLS policy the server does not meet (not_offered, certificate), a "
-        "server that refuses our plaintext (rejected), our own TLS setup (engine).",
+        "server that refuses our plaintext (rejected), our own TLS setup (engine), a TLS policy "
+        "that cannot be used (policy); also those deferred without a connection (relay=none, "
+        "a destination suspended after such failures).",
         ("service", "program", "status", "reason"),
     ),
     "tlslogd_sessions_total": MetricSpec(

@@ -464,6 +464,8 @@ class Correlator:
                     # a dane-only policy refusing a destination (non DNSSEC destination, no
                     # TLSA records) logs nothing before this deferral: it is the failure
                     emit(self._delivery_failure(ev))
+                if ev.scope is None:
+                    emit(ev)  # mail that TLS held back without a connection
             return
         # LMTP hands mail to a mailbox store (Dovecot, Zimbra's mailboxd), wherever it runs
         local = ev.service == "lmtp" or self._local_peer(ev.relay)

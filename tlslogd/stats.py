@@ -210,6 +210,14 @@ class Stats:
 
     def _delivery(self, ev: Delivery) -> None:
         status = ev.status
+        if ev.scope is None:
+            # relay=none: no connection, so no delivery attempt to count -- but mail that TLS
+            # held back all the same (a TLS policy that cannot be used, a destination
+            # suspended after TLS failures)
+            if status != "sent" and ev.reason is not None:
+                self._count("tls_held", (ev.service, ev.program, status, ev.reason))
+                self.totals["tls_held_deliveries"] += 1
+            return
         self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope or "none"))
         totals = self.totals
         totals["deliveries"] += 1
