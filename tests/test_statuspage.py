@@ -810,3 +810,19 @@ def test_browser_refresh_keeps_the_focused_link_and_the_scroll_position(tmp_path
     head = dom[: dom.index(">", dom.index("<html")) + 1]
     assert 'data-focus="peers-tls_failure"' in head, head
     assert 'data-scrolled="true"' in head, head
+
+
+def test_mail_held_back_by_tls_is_told_apart_from_the_deferrals_over_a_connection(
+    tmp_path: Path,
+) -> None:
+    # the real log of connection reuse without tlsproxy: 12 deferrals over a connection, and 4
+    # more for a destination Postfix suspended ("delivery temporarily suspended: TLS is
+    # required"), without one. All 16 were TLS's doing; the page must not say "16 of 12"
+    text = (DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text()
+    summary, peers = build(tmp_path, text)
+    page = Page(render_status(summary, peers))
+    assert summary["adoption"]["outbound"]["deferred"] == 12
+    assert (
+        page.value("outbound-held-by-tls") == summary["adoption"]["outbound"]["held_by_tls"] == 16
+    )
+    assert "16 held back by TLS" in page.by_id("outbound-held-by-tls").text()

@@ -429,13 +429,14 @@ def _unknown_note(direction: str, unknown: int, total: int, evidence: Mapping[st
 
 
 def _held_by_tls(held: int) -> str:
-    """Of the deferred and bounced deliveries, those TLS held back: a mandatory policy the
-    server does not meet, a refusal of our plaintext."""
+    """Deliveries TLS held back: deferred or bounced for a mandatory policy the server does
+    not meet, a refusal of our plaintext, ... (also without a connection, so not a part of
+    the deferred and bounced counts before it)."""
     if not held:
         return ""
     return (
-        f' (<a href="#peers-tls_failure" id="outbound-held-by-tls"{_attrs(data_value=held)}>'
-        f"{_count(held)} of them because of TLS</a>)"
+        f' <a href="#peers-tls_failure" id="outbound-held-by-tls"{_attrs(data_value=held)}>'
+        f"{_count(held)} held back by TLS</a> (deferred or bounced for a TLS reason)."
     )
 
 
@@ -464,7 +465,7 @@ def _outbound_card(out: Mapping[str, Any], started: str, evidence: Mapping[str, 
         f'<p class="note">Not counted: <span id="outbound-local"'
         f"{_attrs(data_value=_int(out.get('sent_local')))}>{_count(_int(out.get('sent_local')))}"
         f"</span> to local relays, {_count(_int(out.get('deferred')))} deferred, "
-        f"{_count(_int(out.get('bounced')))} bounced{_held_by_tls(_int(out.get('held_by_tls')))}."
+        f"{_count(_int(out.get('bounced')))} bounced.{_held_by_tls(_int(out.get('held_by_tls')))}"
         "</p>"
         f"{_all_local_hint(_int(out.get('sent_local_networks')), yes + no + unknown, 'next hops')}"
         "</section>"
