@@ -825,4 +825,8 @@ def test_mail_held_back_by_tls_is_told_apart_from_the_deferrals_over_a_connectio
     assert (
         page.value("outbound-held-by-tls") == summary["adoption"]["outbound"]["held_by_tls"] == 16
     )
-    assert "16 held back by TLS" in page.by_id("outbound-held-by-tls").text()
+    assert "16 delivery attempts held back by TLS" in page.by_id("outbound-held-by-tls").text()
+    # the failing peers' reasons say what they mean on hover
+    assert 'title="our own TLS engine or configuration is broken">engine</span>' in render_status(
+        summary, peers
+    )

@@ -536,6 +536,7 @@ class Correlator:
             # our TLS engine is off: counted once, and not the server's -- also when the server
             # then refuses our plaintext
             entry.failure = None
+            ev.reason = "engine"
         elif ev.reason is not None:
             failure = self._delivery_failure(ev)
             if pending is not None and (pending.queue_id in (None, qid)):

@@ -51,9 +51,10 @@ _PEER_SECTIONS: Final[Mapping[str, tuple[str, str, str]]] = {
         "w2",
     ),
     "offered_not_used": (
-        "Offered STARTTLS, sent in plaintext",
-        "The server offered STARTTLS and we still sent in plaintext: look at"
-        " smtp_tls_security_level and the TLS policy for these destinations.",
+        "Offered STARTTLS, we used plaintext",
+        "The server offered STARTTLS and we still talked plaintext to it (the mail was sent,"
+        " deferred or bounced): look at smtp_tls_security_level and the TLS policy for these"
+        " destinations.",
         "w2",
     ),
     "legacy_protocol": (
@@ -119,6 +120,7 @@ _TOTALS: Final[Mapping[str, str]] = {
     "unknown_tls_deliveries": "deliveries with unknown TLS (local ones too)",
     "starttls_offered": "STARTTLS offers not used",
     "tls_failures": "TLS failures",
+    "tls_held_deliveries": "delivery attempts held back by TLS (without a connection too)",
     "sessions": "inbound sessions (local clients too)",
     "local_sessions": "… from local clients",
     "tls_sessions": "remote inbound sessions over TLS",
@@ -436,7 +438,8 @@ def _held_by_tls(held: int) -> str:
         return ""
     return (
         f' <a href="#peers-tls_failure" id="outbound-held-by-tls"{_attrs(data_value=held)}>'
-        f"{_count(held)} held back by TLS</a> (deferred or bounced for a TLS reason)."
+        f"{_count(held)} delivery attempt{'' if held == 1 else 's'} held back by TLS</a> "
+        "(deferred or bounced for a TLS reason, also without a connection to a server)."
     )
 
 
@@ -734,9 +737,15 @@ def _peer_detail(category: str, peer: Mapping[str, Any]) -> str:
     found = peer.get("legacy_protocols" if category == "legacy_protocol" else "failure_reasons")
     if not isinstance(found, Mapping):
         return ""
-    # "lost connection", not the key "lost_connection"
+    # "lost connection", not the key "lost_connection"; a failure reason's meaning on hover
+    meanings = _REASONS if category == "tls_failure" else {}
     text = ", ".join(
-        f"{_e(str(k).replace('_', ' '))} ×{_int(n)}"
+        (
+            f'<span title="{_e(meanings[str(k)])}">{_e(str(k).replace("_", " "))}</span>'
+            if str(k) in meanings
+            else _e(str(k).replace("_", " "))
+        )
+        + f" ×{_int(n)}"
         for k, n in sorted(found.items(), key=lambda kv: kv[0])
     )
     directions = peer.get("legacy_directions")
