@@ -16,7 +16,11 @@ from tlslogd.stats import Stats
 from tlslogd.summary import adoption, failures
 
 
-def replay(text: str, *, local: tuple[str, ...] = ()) -> tuple[Pipeline, list[Event]]:
+def replay(
+    text: str, *, local: tuple[str, ...] = (), complete: bool = False
+) -> tuple[Pipeline, list[Event]]:
+    """``text`` through the pipeline. ``complete``: it is a whole log, as ``tlslogd report``
+    reads a file, so what the correlator still holds at its end is counted."""
     pipe = Pipeline(
         Parser(reference_time=REFERENCE_TIME),
         Correlator(is_local=LocalNetworks(local).is_local),
@@ -24,6 +28,8 @@ def replay(text: str, *, local: tuple[str, ...] = ()) -> tuple[Pipeline, list[Ev
     )
     events: list[Event] = []
     pipe.feed_text(text, events.append)
+    if complete:
+        pipe.finish()
     return pipe, events
 
 
@@ -55,8 +61,7 @@ def test_lab_log_deliveries_held_back_by_tls_are_counted_by_the_failures_reason(
     # STARTTLS, a verify policy against a self-signed certificate, and the handshakes that
     # failed on the protocol version before the plaintext retry (whose failure says "protocol",
     # and so does the deferral it held back, not its "Cannot start TLS" text's "handshake")
-    pipe, events = replay(LAB_LOG.read_text())
-    pipe.finish()
+    pipe, events = replay(LAB_LOG.read_text(), complete=True)
     held = Counter(d.reason for d in deliveries(events) if d.status == "deferred")
     assert held == {"not_offered": 8, "certificate": 19, "protocol": 7}
     assert pipe.stats.counters["tls_held"] == {
@@ -68,12 +73,10 @@ def test_lab_log_deliveries_held_back_by_tls_are_counted_by_the_failures_reason(
 def test_mail_held_back_by_tls_without_a_connection_is_counted() -> None:
     # real Postfix logs: a TLS policy that cannot be used defers with relay=none, and so does a
     # destination Postfix suspended after "TLS is required, but was not offered"
-    pipe, _ = replay((DATA / "real" / "postfix-3.7-policy.log").read_text())
-    pipe.finish()
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-policy.log").read_text(), complete=True)
     assert pipe.stats.counters["tls_held"] == {("smtp", "postfix/smtp", "deferred", "policy"): 8}
     assert pipe.stats.counters["deliveries"] == {}  # no connection: no delivery attempt
-    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text())
-    pipe.finish()
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text(), complete=True)
     suspended = ("error", "postfix/error", "deferred", "not_offered")
     assert pipe.stats.counters["tls_held"][suspended] == 4
 
@@ -271,8 +274,7 @@ def test_a_message_is_decided_at_the_end_of_its_session_when_no_handshake_was_lo
     pipe.feed_text(end)
     assert pipe.stats.totals["messages_received"] == 1
     assert pipe.stats.totals["tls_messages_received"] == 1
-    unfinished, _ = replay(text)
-    unfinished.finish()
+    unfinished, _ = replay(text, complete=True)
     assert unfinished.stats.counters["received"] == {
         ("smtpd", "postfix/submission/smtpd", "unknown", "remote"): 1
     }
@@ -293,8 +295,7 @@ def test_a_message_a_content_filter_reinjects_is_not_received_again() -> None:
     # TLS session, and the message comes back from the filter with orig_client= (XFORWARD)
     text = sample_lines("wild-sessions.log", "Gameserver postfix/smtpd[2751")
     assert "orig_client=" in text and "NOQUEUE: client=" in text
-    pipe, events = replay(text)
-    pipe.finish()
+    pipe, events = replay(text, complete=True)
     received = [e for e in events if isinstance(e, MessageReceived)]
     assert [(e.queue_id, e.orig_client) for e in received] == [
         ("NOQUEUE", None),
@@ -384,8 +385,7 @@ def test_a_before_queue_filter_receives_the_message_when_it_accepts_it() -> None
     # modoboa/modoboa#2564: the filter timed out, proxy-reject at the end of DATA: none
     rejected = wild_block("sessions.log", "modoboa/modoboa/issues/2564")
     assert "NOQUEUE: client=" in rejected and "proxy-reject: END-OF-MESSAGE" in rejected
-    pipe, events = replay(rejected)
-    pipe.finish()
+    pipe, events = replay(rejected, complete=True)
     assert pipe.stats.totals["messages_received"] == 0
     assert [e.accepted for e in events if isinstance(e, MessageReceived)] == [False]
 
@@ -410,8 +410,7 @@ def test_when_our_own_tls_engine_is_off_its_clients_are_not_blamed() -> None:
             for line in session
         )
     )
-    pipe, _ = replay(text)
-    pipe.finish()
+    pipe, _ = replay(text, complete=True)
     assert pipe.stats.totals["tls_failures"] == 1
     assert failures(pipe.stats)["inbound"] == {"engine": 1}
     assert pipe.stats.peers.query(category="tls_failure") == []
@@ -423,8 +422,9 @@ def test_an_smtps_client_dropped_because_our_tls_is_broken_is_a_failed_session()
     process starts), then a wrapper-mode client is dropped. Postfix 2.9 logs no counters: the
     session failed, by our doing (engine), not "unknown"; the process's own failure counts once
     and the dropped client's once."""
-    pipe, events = replay(wild_block("sessions.log", "sovereign/sovereign/issues/31"))
-    pipe.finish()
+    pipe, events = replay(
+        wild_block("sessions.log", "sovereign/sovereign/issues/31"), complete=True
+    )
     (end,) = [e for e in events if isinstance(e, SessionEnd)]
     assert end.starttls == "failed"
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
@@ -438,8 +438,7 @@ def test_an_sni_certificate_that_does_not_load_is_one_engine_failure_of_the_sess
     are that one failure, ours (engine), counted once and for the client's session. The process
     is not broken for its next clients, which may ask for no SNI name."""
     block = wild_block("sessions.log", "mailcow/mailcow-dockerized/issues/3407")
-    pipe, _ = replay(block)
-    pipe.finish()
+    pipe, _ = replay(block, complete=True)
     assert pipe.stats.totals["tls_failures"] == 1
     assert failures(pipe.stats)["inbound"] == {"engine": 1}
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
@@ -451,16 +450,14 @@ def test_an_sni_certificate_that_does_not_load_is_one_engine_failure_of_the_sess
         for line in block.splitlines(True)
         if "SNI data" not in line and "not replacing" not in line
     )
-    pipe, _ = replay(block + again.replace("14:02:29", "14:02:31"))
-    pipe.finish()
+    pipe, _ = replay(block + again.replace("14:02:29", "14:02:31"), complete=True)
     assert failures(pipe.stats)["inbound"] == {"engine": 1, "handshake": 1}
 
 
 def test_an_alert_after_starttls_succeeded_is_a_cipher_failure_of_a_tls_session() -> None:
     """docker-mailserver#732: GMX sends alert 71 (insufficient security) and leaves; the
     counters say STARTTLS succeeded (no handshake summary at smtpd_tls_loglevel 0)."""
-    pipe, _ = replay(wild_block("sessions.log", "docker-mailserver/issues/732"))
-    pipe.finish()
+    pipe, _ = replay(wild_block("sessions.log", "docker-mailserver/issues/732"), complete=True)
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1}
     assert failures(pipe.stats)["inbound"] == {"cipher": 1}
 
@@ -468,14 +465,14 @@ def test_an_alert_after_starttls_succeeded_is_a_cipher_failure_of_a_tls_session(
 def test_a_policy_map_entry_postfix_cannot_use_names_the_mx_of_the_destination() -> None:
     """postfix-mta-sts-resolver#66: the map's warning names the next-hop domain, the policy
     lookup after it the MX host: one policy failure, for the MX."""
-    pipe, _ = replay(wild_block("failures.log", "postfix-mta-sts-resolver/issues/66"))
-    pipe.finish()
+    pipe, _ = replay(
+        wild_block("failures.log", "postfix-mta-sts-resolver/issues/66"), complete=True
+    )
     assert failures(pipe.stats)["outbound"] == {"policy": 1}
     (peer,) = pipe.stats.peers.query(category="tls_failure")
     assert peer.key == "gmail-smtp-in.l.google.com"
     # alone, the map's warning names the next-hop domain
-    pipe, _ = replay(sample_lines("wild-failures.log", '"!SSLv3": missing'))
-    pipe.finish()
+    pipe, _ = replay(sample_lines("wild-failures.log", '"!SSLv3": missing'), complete=True)
     assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["gmail.com"]
 
 
@@ -485,15 +482,13 @@ def test_a_client_is_not_blamed_for_a_starttls_its_smtpd_never_offered() -> None
     the client is not listed as one that never used it. After a session of the same smtpd that
     did use STARTTLS (the lab's first, same host and tag), the same client declined it."""
     policy = (DATA / "real" / "postfix-3.7-policy.log").read_text()
-    pipe, _ = replay(policy)
-    pipe.finish()
+    pipe, _ = replay(policy, complete=True)
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"not_used": 2}
     assert pipe.stats.peers.query(category="inbound_no_starttls") == []
     lab = LAB_LOG.read_text().splitlines(keepends=True)
     first_tls = [line for line in lab[:7] if "postfix/smtpd[29878]" in line]
     assert "starttls=1" in first_tls[-1] and "connect from" in first_tls[0]
-    pipe, _ = replay("".join(first_tls) + policy)
-    pipe.finish()
+    pipe, _ = replay("".join(first_tls) + policy, complete=True)
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1, "not_used": 2}
     assert [p.key for p in pipe.stats.peers.query(category="inbound_no_starttls")] == ["127.0.0.1"]
 
@@ -502,8 +497,7 @@ def test_a_failed_certificate_check_at_loglevel_0_is_a_tls_delivery() -> None:
     """Postfix 2.5.5 relaying through Gmail at smtp_tls_loglevel 0: no summary, only the failed
     certificate check (logged at any level before 2.9), then the mail is sent to that server.
     The handshake happened and the mail went over it, untrusted; no failure is counted."""
-    pipe, events = replay(wild_block("deliveries.log", "file id 57034376962"))
-    pipe.finish()
+    pipe, events = replay(wild_block("deliveries.log", "file id 57034376962"), complete=True)
     (delivery,) = deliveries(events)
     assert (delivery.status, delivery.tls, delivery.tls_trust) == ("sent", "yes", "untrusted")
     assert pipe.stats.totals["tls_failures"] == 0
@@ -538,8 +532,7 @@ def test_unexpected_eof_after_a_completed_handshake_is_not_a_failure() -> None:
 
 def test_a_dane_only_refusal_without_a_connection_is_one_policy_failure() -> None:
     # Zuplu/postfix-tlspol#8: dane-only logs nothing before this deferral (relay=none)
-    pipe, _ = replay(sample_lines("wild-failures.log", "non DNSSEC destination"))
-    pipe.finish()
+    pipe, _ = replay(sample_lines("wild-failures.log", "non DNSSEC destination"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"policy": 1}
 
 
@@ -557,8 +550,7 @@ def test_a_server_that_offered_starttls_is_listed_whatever_became_of_the_message
 def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_servers() -> None:
     # 2009 forum excerpt: the CA file does not load, then the queue-file note and the deferral
     # repeat "our TLS engine is unavailable" for the relay it could not use TLS with
-    pipe, _ = replay(wild_block("failures.log", "file id 56773467987"))
-    pipe.finish()
+    pipe, _ = replay(wild_block("failures.log", "file id 56773467987"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
     assert pipe.stats.peers.query(category="tls_failure") == []
 
@@ -566,8 +558,7 @@ def test_an_smtp_client_without_its_tls_engine_is_one_engine_failure_not_the_ser
 def test_a_key_that_does_not_match_our_certificate_is_one_engine_failure_of_the_process() -> None:
     # 2009 forum excerpt: the smtp client logs the key it cannot use, OpenSSL's "key values
     # mismatch" and that it cannot load its certificate and key: one failure, ours
-    pipe, _ = replay(wild_block("failures.log", "file id 57169664590"))
-    pipe.finish()
+    pipe, _ = replay(wild_block("failures.log", "file id 57169664590"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
 
 
@@ -575,8 +566,7 @@ def test_port_465_without_wrapper_mode_is_a_hint_not_a_failure_of_the_process() 
     # Postfix logs the hint before it connects to port 465 without smtp_tls_wrappermode. Mailu#1558
     # shows it alone: no delivery follows in the excerpt, so nothing says it failed; the smtp
     # process's TLS engine works all the same
-    pipe, _ = replay(wild_block("failures.log", "Mailu/Mailu/issues/1558"))
-    pipe.finish()
+    pipe, _ = replay(wild_block("failures.log", "Mailu/Mailu/issues/1558"), complete=True)
     assert failures(pipe.stats)["outbound"] == {}
     assert pipe.correlator.snapshot()["engine_down"] == []
 
@@ -584,8 +574,7 @@ def test_port_465_without_wrapper_mode_is_a_hint_not_a_failure_of_the_process() 
 def test_port_465_without_wrapper_mode_to_a_server_speaking_plaintext_is_no_tls_failure() -> None:
     # an Exchange server speaks plaintext on 465: the delivery reaches DATA and is refused for
     # a reason that is not TLS's
-    pipe, events = replay(wild_block("failures.log", "file id 45089524895"))
-    pipe.finish()
+    pipe, events = replay(wild_block("failures.log", "file id 45089524895"), complete=True)
     assert failures(pipe.stats)["outbound"] == {}
     assert [(d.status, d.tls_failed) for d in deliveries(events)] == [("bounced", False)] * 2
 
@@ -595,8 +584,9 @@ def test_port_465_without_wrapper_mode_to_an_implicit_tls_server_holds_the_mail(
     # waits for a greeting, the server for a handshake. One failure of ours (engine) that held
     # the message back, the server's side of it (lost connection), and the retry still running
     # when the log ends is no failure
-    pipe, events = replay((DATA / "real" / "postfix-3.7-wrappermode.log").read_text())
-    pipe.finish()
+    pipe, events = replay(
+        (DATA / "real" / "postfix-3.7-wrappermode.log").read_text(), complete=True
+    )
     assert failures(pipe.stats) == {"inbound": {"lost_connection": 1}, "outbound": {"engine": 1}}
     (deferral,) = deliveries(events)
     assert (deferral.status, deferral.reason, deferral.tls_failed) == ("deferred", "engine", True)
@@ -607,8 +597,7 @@ def test_a_new_process_on_a_reused_pid_counts_its_own_engine_failure() -> None:
     # the 2009 forum excerpt's three start-up lines are one failure; the same pid failing the
     # same way a week later (the same lines, dated a week on) is a second process's failure
     block = wild_block("failures.log", "file id 57169664590")
-    pipe, _ = replay(block + block.replace("Aug 11 10:22:57", "Aug 18 10:22:57"))
-    pipe.finish()
+    pipe, _ = replay(block + block.replace("Aug 11 10:22:57", "Aug 18 10:22:57"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"engine": 2}
 
 
@@ -616,8 +605,7 @@ def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_f
     # 2010 forum excerpt: the smtp client's own certificate does not load ("disabling TLS
     # support"), so it speaks plaintext to Gmail, which answers 530 5.7.0 "Must issue a STARTTLS
     # command first": one failure, ours (engine), and Gmail is not a failing peer
-    pipe, events = replay(wild_block("deliveries.log", "file id 57117213810"))
-    pipe.finish()
+    pipe, events = replay(wild_block("deliveries.log", "file id 57117213810"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"engine": 1}
     assert pipe.stats.peers.query(category="tls_failure") == []
     (bounce,) = deliveries(events)
@@ -628,8 +616,7 @@ def test_a_refusal_of_our_plaintext_after_our_own_tls_broke_is_not_the_servers_f
 
 def test_a_server_refusing_our_plaintext_is_a_rejected_failure_of_that_delivery() -> None:
     # Gmail refuses a relay's plaintext MAIL FROM (2011 forum excerpt)
-    pipe, events = replay(wild_block("deliveries.log", "file id 56790860895"))
-    pipe.finish()
+    pipe, events = replay(wild_block("deliveries.log", "file id 56790860895"), complete=True)
     assert failures(pipe.stats)["outbound"] == {"rejected": 1}
     (bounce,) = deliveries(events)
     assert (bounce.status, bounce.tls_failed) == ("bounced", True)
@@ -650,8 +637,7 @@ def test_before_postfix_3_a_session_without_a_handshake_did_not_use_tls() -> Non
 def test_a_lost_connection_after_starttls_of_a_session_before_the_log_is_unknown() -> None:
     """The excerpt begins with the end of a session whose handshake is not in it: unknown, no
     failure; the next session of the same process logged its handshake and used TLS."""
-    pipe, events = replay(wild_block("sessions.log", "file id 57174686511"))
-    pipe.finish()
+    pipe, events = replay(wild_block("sessions.log", "file id 57174686511"), complete=True)
     assert [e.starttls for e in events if isinstance(e, SessionEnd)] == ["unknown", "used"]
     assert pipe.stats.totals["tls_failures"] == 0
 
@@ -664,16 +650,14 @@ def test_a_library_problem_after_the_handshake_names_the_peer_of_the_handshake()
         for line in wild_block("failures.log", "file id 56704989151").splitlines(True)
         if "[1366]" in line
     )
-    pipe, _ = replay(text)
-    pipe.finish()
+    pipe, _ = replay(text, complete=True)
     assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["209.85.213.47"]
 
 
 def test_a_message_rejected_at_the_end_of_data_is_not_received() -> None:
     """i-MSCP's ClamAV plugin README: smtpd logged the queue ID, then cleanup logged the milter's
     rejection at the end of DATA (the excerpt ends there): nothing was received."""
-    pipe, events = replay(wild_block("sessions.log", "i-MSCP/plugins"))
-    pipe.finish()
+    pipe, events = replay(wild_block("sessions.log", "i-MSCP/plugins"), complete=True)
     assert pipe.stats.totals["messages_received"] == 0
     (message,) = [e for e in events if isinstance(e, MessageReceived)]
     assert (message.queue_id, message.tls, message.accepted) == ("0A618260345", "yes", False)
@@ -814,8 +798,7 @@ def test_a_message_of_a_session_that_began_before_the_log_takes_the_session_coun
     """lightmeter's test log 27 begins inside two sessions: the one whose counters say
     starttls=1 queued its message over TLS; the one without a STARTTLS counter cannot be told
     from implicit TLS whose handshake is not in the excerpt."""
-    pipe, events = replay(wild_block("sessions.log", "27_one_sent_one_received"))
-    pipe.finish()
+    _, events = replay(wild_block("sessions.log", "27_one_sent_one_received"), complete=True)
     messages = {e.queue_id: e.tls for e in events if isinstance(e, MessageReceived)}
     assert messages == {"4FA51DFCAD": "unknown", "DF1C3EB916": "yes"}
     sessions = [e.starttls for e in events if isinstance(e, SessionEnd)]
@@ -825,8 +808,7 @@ def test_a_message_of_a_session_that_began_before_the_log_takes_the_session_coun
 def test_dh_parameters_that_do_not_load_are_a_warning_not_a_failure() -> None:
     """docker-mailserver PR 1200: an empty dhparams.pem. smtpd warns, prints the OpenSSL error
     and goes on with Postfix's compiled-in DH parameters: not a TLS failure."""
-    pipe, events = replay(wild_block("failures.log", "docker-mailserver/pull/1200"))
-    pipe.finish()
+    pipe, events = replay(wild_block("failures.log", "docker-mailserver/pull/1200"), complete=True)
     assert [e.kind for e in events] == ["tls_fallback", "tls_failure"]
     assert pipe.stats.totals["tls_failures"] == 0
 
@@ -834,8 +816,7 @@ def test_dh_parameters_that_do_not_load_are_a_warning_not_a_failure() -> None:
 def test_no_protocols_available_is_our_own_protocol_setting() -> None:
     """starttls-everywhere's sample: OpenSSL found no protocol version our settings allow and
     sent nothing. One failure of our TLS engine, not a peer that needs an old protocol."""
-    pipe, events = replay(wild_block("failures.log", "pierky/starttls-everywhere"))
-    pipe.finish()
+    pipe, events = replay(wild_block("failures.log", "pierky/starttls-everywhere"), complete=True)
     assert pipe.stats.reasons["outbound"] == {"engine": 1}
     assert not [p.key for p in pipe.stats.peers.query(category="legacy_protocol")]
     (delivery,) = [e for e in events if isinstance(e, Delivery)]
@@ -856,8 +837,7 @@ def test_a_weak_server_dh_group_is_a_cipher_failure() -> None:
 @pytest.mark.parametrize("name", ["postfix-3.7-dh-empty.log", "postfix-3.7-dh-missing.log"])
 def test_real_postfix_with_dh_parameters_that_do_not_load_counts_no_failure(name: str) -> None:
     # Postfix 3.7 / OpenSSL 3: an empty or missing DH parameter file, then two STARTTLS sessions
-    pipe, events = replay((DATA / "real" / name).read_text())
-    pipe.finish()
+    pipe, events = replay((DATA / "real" / name).read_text(), complete=True)
     assert pipe.stats.totals["tls_failures"] == 0
     assert [e.starttls for e in events if isinstance(e, SessionEnd)] == ["used", "used"]
     assert [e.tls for e in events if isinstance(e, MessageReceived)] == ["yes", "yes"]
@@ -866,8 +846,7 @@ def test_real_postfix_with_dh_parameters_that_do_not_load_counts_no_failure(name
 def test_connection_reuse_without_tlsproxy_is_our_engine_not_the_servers_handshake() -> None:
     # real Postfix 3.7: smtp_tls_connection_reuse = yes, no tlsproxy in master.cf. Each attempt
     # to the STARTTLS server logs that tlsproxy cannot be reached, then "Cannot start TLS"
-    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text())
-    pipe.finish()
+    pipe, _ = replay((DATA / "real" / "postfix-3.7-no-tlsproxy.log").read_text(), complete=True)
     assert pipe.stats.reasons["outbound"] == {"engine": 8, "not_offered": 4}
     # each attempt to the STARTTLS server failed by our doing, and says so
     reasons = {p.key: p.reasons for p in pipe.stats.peers.query(category="tls_failure")}
@@ -878,8 +857,7 @@ def test_starttls_refused_because_our_engine_is_off_is_a_failed_session_counted_
     """Postfix 2.6 forum log: smtpd disabled TLS at start (its key does not load), a client tried
     STARTTLS four times and hung up each time. One engine failure for the process, four failed
     sessions, and the client is not blamed."""
-    pipe, events = replay(wild_block("sessions.log", "file id 56970456181"))
-    pipe.finish()
+    pipe, events = replay(wild_block("sessions.log", "file id 56970456181"), complete=True)
     assert pipe.stats.reasons["inbound"] == {"engine": 1}
     ends = [e.starttls for e in events if isinstance(e, SessionEnd) and "192.168.10.6" in e.peer]
     assert ends == ["failed"] * 4
