@@ -523,13 +523,9 @@ def _parse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(value: str | None, flag: str) -> float | None:
-    return _window(value, None, flag)
-
-
 def _report(args: argparse.Namespace) -> int:
     files = time_ordered(args.files)
-    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    since, until = _window(args.since, None, "--since"), _window(args.until, None, "--until")
     if since is not None and until is not None and since >= until:
         raise ConfigError(f"--since {args.since} is not before --until {args.until}")
     pipe = _pipeline(files, args.local_networks, since, until)

@@ -210,18 +210,19 @@ class Stats:
 
     def _delivery(self, ev: Delivery) -> None:
         status = ev.status
-        if ev.scope is None:
-            # relay=none: no connection, so no delivery attempt to count -- but mail that TLS
-            # held back all the same (a TLS policy that cannot be used, a destination
-            # suspended after TLS failures)
-            if status != "sent" and ev.reason is not None:
-                self._count("tls_held", (ev.service, ev.program, status, ev.reason))
-                self.totals["tls_held_deliveries"] += 1
-            return
-        self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope or "none"))
-        totals = self.totals
-        totals["deliveries"] += 1
         sent = status == "sent"
+        totals = self.totals
+        if not sent and ev.reason is not None and ev.scope != "local":
+            # deferred or bounced because of TLS: a mandatory policy that the server does not
+            # meet, a certificate that does not verify, a server that refuses our plaintext;
+            # also without a connection (relay=none): a TLS policy that cannot be used, a
+            # destination suspended after TLS failures
+            self._count("tls_held", (ev.service, ev.program, status, ev.reason))
+            totals["tls_held_deliveries"] += 1
+        if ev.scope is None:
+            return  # relay=none: no connection, so no delivery attempt to count
+        self._count("deliveries", (ev.service, ev.program, status, ev.tls, ev.scope))
+        totals["deliveries"] += 1
         if sent:
             if ev.tls == "yes":
                 totals["tls_deliveries"] += 1
@@ -233,11 +234,6 @@ class Stats:
                 totals["unknown_tls_deliveries"] += 1
         if ev.scope != "remote":
             return  # a content filter or LMTP server may offer STARTTLS and be told not to use it
-        if not sent and ev.reason is not None:
-            # deferred or bounced because of TLS: a mandatory policy that the server does not
-            # meet, a certificate that does not verify, a server that refuses our plaintext
-            self._count("tls_held", (ev.service, ev.program, status, ev.reason))
-            totals["tls_held_deliveries"] += 1
         if ev.offered:
             self._count("offered_plaintext", (ev.service, ev.program, status))
             if sent:
