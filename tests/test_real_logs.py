@@ -176,6 +176,24 @@ def test_rfc5424_with_slash_keeps_the_program() -> None:
     assert pipe.stats.totals["sessions"] == 21
 
 
+def test_a_log_saved_with_crlf_line_ends_reads_the_same(tmp_path: Path) -> None:
+    """A maillog copied through a Windows machine: the same counts, and ``parse`` prints each
+    line without the carriage return, as it was logged."""
+    original = DATA / "lab" / "maillog.log"
+    crlf = tmp_path / "maillog.log"
+    crlf.write_bytes(original.read_bytes().replace(b"\n", b"\r\n"))
+    reference, _ = replay(original)
+    pipe, _ = replay(crlf)
+    assert pipe.stats.totals == reference.stats.totals
+    parser = Parser(reference_time=REFERENCE_TIME)
+    text = crlf.read_bytes().decode()
+    assert "\r\n" in text
+    logged = set(original.read_text().splitlines())
+    lines = [e.line for e in parser.scan(text, with_lines=True)]
+    assert len(lines) == reference.stats.totals["events"]
+    assert all(line in logged for line in lines)
+
+
 def test_repeated_message_reduction_expands_to_every_repetition() -> None:
     text = (REAL / "rsyslog-repeated.log").read_text()
     # "message repeated 2 times: [ connect from ...]" is two more sessions starting

@@ -592,6 +592,13 @@ def status_reason(text: str | None) -> str | None:
 _SERVICE_CACHE_MAX: Final = 1024
 
 
+def _line(text: str, start: int, end: int) -> str:
+    """The line from ``start`` to ``end`` (-1: the end of the text), without a CRLF file's
+    carriage return."""
+    line = text[start : end if end >= 0 else len(text)]
+    return line[:-1] if line.endswith("\r") else line
+
+
 class Parser:
     """Parse Postfix log text into events. Holds only caches and the year inference state."""
 
@@ -700,7 +707,7 @@ class Parser:
                 continue
             if with_lines and ev.line is None:
                 end = find("\n", bracket)
-                ev.line = text[start : end if end >= 0 else len(text)]
+                ev.line = _line(text, start, end)
             if starts is not None:
                 starts.append(start)
             yield ev
@@ -770,7 +777,7 @@ class Parser:
             if cut:
                 ev.service = _daemon_of(ev)
             if with_lines:
-                ev.line = text[start:end]
+                ev.line = _line(text, start, end)
             found.append((start, ev))
         found.sort(key=lambda item: item[0])
         for _, ev in found:
@@ -837,7 +844,7 @@ class Parser:
         can be sample-logged."""
         end = find("\n", start)
         ev = Unrecognised(*(fields or (None, "", "", None, None)))
-        ev.line = text[start : end if end >= 0 else len(text)][:2000]
+        ev.line = _line(text, start, end)[:2000]
         return ev
 
     def _no_event(self, line: str) -> Event:
