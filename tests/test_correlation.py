@@ -417,6 +417,22 @@ def test_when_our_own_tls_engine_is_off_its_clients_are_not_blamed() -> None:
     assert adoption(pipe.stats)["inbound"]["sessions"] == {"failed": 1}
 
 
+def test_a_handshake_attempt_shows_the_engine_of_a_reused_pid_works() -> None:
+    """void-packages#4686's smtpd disabled TLS at its start; hours later a new smtpd on the
+    same pid (the lab's real lines, put on that pid) starts a handshake that fails for an old
+    protocol. A process without TLS never attempts one: that failure is the client's."""
+    engine = sample_lines("wild-failures.log", "warning: disabling TLS support").strip()
+    client = "".join(
+        line.replace("Nov 25 20:06:11 mx", "Aug 29 16:10:02 localhost").replace("29991", "2397")
+        for line in LAB_LOG.read_text().splitlines(True)[238:243]
+    )
+    assert client.count("postfix/smtpd[2397]") == 5 and "SSL_accept error" in client
+    pipe, _ = replay(engine + "\n" + client, complete=True)
+    assert failures(pipe.stats)["inbound"] == {"engine": 1, "protocol": 1}
+    assert [p.key for p in pipe.stats.peers.query(category="tls_failure")] == ["localhost"]
+    assert pipe.correlator.snapshot()["engine_down"] == []
+
+
 def test_an_smtps_client_dropped_because_our_tls_is_broken_is_a_failed_session() -> None:
     """sovereign#31: the smtps smtpd's key does not match its certificate (logged when the
     process starts), then a wrapper-mode client is dropped. Postfix 2.9 logs no counters: the

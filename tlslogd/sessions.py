@@ -618,8 +618,12 @@ class Correlator:
             self._engine_counted[key] = ev.ts
             emit(ev)
             return
-        if key in self._engine_down and (
-            ev.source in ("lost", "ssl_error", "library") or ev.reason == "engine"
+        if ev.source == "ssl_error":
+            # a handshake was attempted: this process's TLS engine works (a new process on a
+            # reused pid), and this failure and the lines after it are the peer's
+            self._engine_down.discard(key)
+        elif key in self._engine_down and (
+            ev.source in ("lost", "library") or ev.reason == "engine"
         ):
             # TLS failed because our TLS engine is off: already counted as such
             session = self._table.get(key)
