@@ -891,3 +891,17 @@ def test_handshake_summaries_pasted_without_a_tag_among_tagged_lines_are_counted
     pipe, events = replay("".join(lab[:40]) + pasted + "".join(lab[40:80]))
     assert pipe.stats.totals["unrecognised_lines"] == 2
     assert sorted(e.line for e in events if e.kind == "unrecognised") == sorted(pasted.splitlines())
+
+
+def test_lines_copied_out_of_a_log_viewer_box_count_as_the_log() -> None:
+    # docker-mailserver pod logs copied from k9s, every line boxed in "│ ... │": the submission
+    # session over TLS, its message, and the delivery to Gmail over TLSv1.3
+    pipe, events = replay(
+        wild_block("headers.log", "k3s-single-node-multi-cluster-iac"), complete=True
+    )
+    assert pipe.stats.totals["unrecognised_lines"] == 0
+    assert adoption(pipe.stats)["inbound"]["sessions"] == {"used": 1}
+    assert adoption(pipe.stats)["inbound"]["messages"] == {"yes": 1}
+    (delivery,) = deliveries(events)
+    assert (delivery.status, delivery.tls, delivery.tls_protocol) == ("sent", "yes", "TLSv1.3")
+    assert delivery.status_text is not None and delivery.status_text.endswith("- gsmtp")

@@ -78,6 +78,7 @@ HEADER_SHAPES = {
     ),
     "rfc5424": _RFC5424,
     "no timestamp": re.compile(r"^[^ \[]+\[\d+\]: "),
+    "a log viewer's box around the line": re.compile(r"^│ .*\]: .*│$"),
 }
 
 

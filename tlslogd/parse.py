@@ -132,6 +132,8 @@ _MESSAGE: Final = re.compile(
 )
 _BODY: Final = re.compile(r"(?:" + _ALTERNATIVES + ")", re.X)
 _PID_TAG: Final = re.compile(r"\[\d+\]: ")  # a syslog tag's pid: "postfix/smtpd[1234]: "
+# a log viewer's box around each line, copied with it (k9s's pod logs): "│ <line>   │"
+_BORDER: Final = re.compile(r"(?m)^│ ?([^\n]*?)[ \t]*(?:│[ \t]*)?$")
 assert _MESSAGE.groupindex == _BODY.groupindex  # handlers read groups by number from either
 
 
@@ -592,6 +594,13 @@ def status_reason(text: str | None) -> str | None:
 _SERVICE_CACHE_MAX: Final = 1024
 
 
+def _unboxed(text: str) -> str:
+    """The text without a log viewer's box around each line."""
+    if "│" in text:  # free on ASCII text: a wider character is never searched for
+        return _BORDER.sub(r"\1", text)
+    return text
+
+
 def _line(text: str, start: int, end: int) -> str:
     """The line from ``start`` to ``end`` (-1: the end of the text), without a CRLF file's
     carriage return."""
@@ -638,6 +647,7 @@ class Parser:
     def scan(self, text: str, *, with_lines: bool = False) -> Iterator[Event]:
         """Events of a chunk of complete lines, in order. Lines that matter for nothing yield no
         event; candidate lines that do not parse yield :class:`Unrecognised`."""
+        text = _unboxed(text)
         if text.startswith("<") or "\n<" in text or " 1 20" in text:
             return self._scan_mixed(text, with_lines)
         if _PID_TAG.search(text) is None:
@@ -850,6 +860,7 @@ class Parser:
     def _no_event(self, line: str) -> Event:
         """A line that became no event: ignored, like the daemon counts it (with the header
         fields when they can be read)."""
+        line = _unboxed(line)
         bracket = line.find("]: ")
         fields = self._header(line, 0, bracket) if bracket > 0 else None
         if fields is None:
