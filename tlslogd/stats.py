@@ -2,10 +2,11 @@
 
 ``Stats.add`` takes the correlator's outcomes. The counters are what ``/metrics`` shows (they
 start at zero in every process, as Prometheus expects, with every series the previous process
-counted in already there at zero); ``totals`` and the peer table are durable
-and are saved with every checkpoint. Every label value comes from log text that a remote peer
-can influence (a crafted cipher or host name), so each label keeps at most ``label_cap`` distinct
-values and folds the rest into ``other``.
+exported already there at zero); ``totals`` and the peer table are durable and are saved with
+every checkpoint. Most label values come from log text that a remote peer or a local user can
+influence (a crafted cipher or host name), so each label keeps at most ``label_cap`` distinct
+values, all families together at most ``MAX_SERIES`` series, and the rest is folded into
+``other``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,16 @@ TOTALS = (
 
 _KEY_CACHE_MAX = 20_000
 
+# Labels whose values come from a closed set tlslogd defines; every other label holds log text.
+_CLOSED_LABELS = frozenset(("direction", "tls", "scope", "starttls", "reason"))
+# At most this many series in all counter families together (about 20 ms of /metrics). Each
+# label keeps at most ``label_cap`` values, but their combinations could still multiply: past
+# this, a new combination has its log-text labels folded into ``other``.
+MAX_SERIES = 2000
+# A series is exported (at 0 after a restart) while it counted something within this much log
+# time: a series that vanished and came back at 1 would hide that first increase.
+SERIES_RETENTION_SECONDS = 30 * 86400
+
 
 class LabelCap:
     """At most ``cap`` distinct values per label name; the rest become ``other``."""
@@ -97,6 +108,17 @@ class LabelCap:
         if len(seen) < self.cap:
             seen.add(value)
             return value
+        self.folded[label] = self.folded.get(label, 0) + 1
+        return OTHER
+
+    def admit(self, label: str, value: str) -> None:
+        """A value already counted under its label (restored from a checkpoint): it takes its
+        place under the cap."""
+        self._seen.setdefault(label, set()).add(value)
+
+    def fold(self, label: str) -> str:
+        """A value of ``label`` folded for another reason than its own (too many series)."""
+        self._seen.setdefault(label, set())
         self.folded[label] = self.folded.get(label, 0) + 1
         return OTHER
 
@@ -122,6 +144,9 @@ class Stats:
         # counter's reset), the summaries and the status page go on from where they were
         self.earlier: dict[str, dict[tuple[str, ...], int]] = {f: {} for f in FAMILIES}
         self._keys: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {f: {} for f in FAMILIES}
+        self._series = 0  # series in all counter families
+        # log time a restored series last counted something (see SERIES_RETENTION_SECONDS)
+        self._counted_at: dict[str, dict[tuple[str, ...], float]] = {f: {} for f in FAMILIES}
         self.lines = {"event": 0, "ignored": 0, "unrecognised": 0}
         self.totals: dict[str, int] = dict.fromkeys(TOTALS, 0)
         self.since: float | None = None  # when the durable totals started (wall clock)
@@ -173,6 +198,14 @@ class Stats:
             key = tuple(
                 cap(label, value) for label, value in zip(FAMILIES[family], raw, strict=True)
             )
+            if key not in self.counters[family]:
+                if self._series >= MAX_SERIES:
+                    key = tuple(
+                        value if label in _CLOSED_LABELS or value == OTHER else cap.fold(label)
+                        for label, value in zip(FAMILIES[family], key, strict=True)
+                    )
+                if key not in self.counters[family]:
+                    self._series += 1
             if len(keys) < _KEY_CACHE_MAX:
                 keys[raw] = key
         counter = self.counters[family]
@@ -340,9 +373,18 @@ class Stats:
             "counters": {
                 f: [[*key, n] for key, n in self.since_created(f).items()] for f in FAMILIES
             },
-            # the series this process counted in: the next one exports them from the start
-            "counted": {f: [[*key] for key, n in self.counters[f].items() if n] for f in FAMILIES},
+            # the series this process exports, with the log time each last counted something:
+            # the next process exports them from the start
+            "counted": {f: self._exported(f) for f in FAMILIES},
         }
+
+    def _exported(self, family: str) -> list[list[Any]]:
+        now = self.last_event_ts or 0.0
+        counted_at = self._counted_at[family]
+        return [
+            [*key, now if n else counted_at.get(key, now)]
+            for key, n in self.counters[family].items()
+        ]
 
     def restore(self, data: dict[str, Any]) -> None:
         self.since = data.get("since")
@@ -365,12 +407,24 @@ class Stats:
                 for row in saved.get(family, [])
                 if len(row) == len(labels) + 1
             }
-            # the series the last process counted in are exported again from the start, at 0:
+            # the series the last process exported are exported again from the start, at 0:
             # one that reappeared only with its next event, at 1, would hide that increase
-            # from Prometheus (no drop, so no counter reset). Those it did not count in were
-            # last exported at 0, so their next event shows; they are not kept forever. The
-            # label cap is not charged: these values were capped when they were counted
+            # from Prometheus (no drop, so no counter reset). Those that counted nothing for
+            # SERIES_RETENTION_SECONDS of log time are dropped. Their values take their places
+            # under the label cap, which thus holds across restarts
             counter = self.counters[family]
+            counted_at = self._counted_at[family]
+            oldest = (self.last_event_ts or 0.0) - SERIES_RETENTION_SECONDS
             for row in data.get("counted", {}).get(family, []):
-                if len(row) == len(labels):
-                    counter.setdefault(tuple(row), 0)
+                if len(row) == len(labels):  # before the log times were saved
+                    row = [*row, self.last_event_ts or 0.0]
+                if len(row) != len(labels) + 1 or float(row[-1]) < oldest:
+                    continue
+                key = tuple(row[:-1])
+                if key not in counter:
+                    counter[key] = 0
+                    self._series += 1
+                counted_at[key] = float(row[-1])
+                for label, value in zip(labels, key, strict=True):
+                    if value != OTHER:
+                        self.cap.admit(label, value)
