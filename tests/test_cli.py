@@ -239,6 +239,17 @@ def test_demo_serves_a_live_replay_of_the_embedded_sample() -> None:
         assert proc.wait(timeout=10) == 0
 
 
+def test_demo_on_a_taken_port_says_so_and_invites_nobody_to_another_server() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tlslogd("demo", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
+    assert "open http://" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["parse", "report"])
 def test_missing_file_is_an_error_not_a_traceback(command: str) -> None:
     result = tlslogd(command, "/nonexistent/mail.log")

@@ -45,6 +45,48 @@ def test_invalid_values_name_key_source_value_and_expectation(
     assert "10.0.0.0/33" in message
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TLSLOGD_LOG", "", "log = '' (from environment variable TLSLOGD_LOG): empty; expected"),
+        ("TLSLOGD_STATE_DIR", " ", "state_dir = ' ' (from environment variable"),
+        ("TLSLOGD_SESSION_TTL", "nan", "session_ttl = 'nan' (from environment variable"),
+        ("TLSLOGD_POLL_INTERVAL", "inf", "finite number"),
+    ],
+)
+def test_empty_paths_and_numbers_that_are_not_numbers_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(None, {})
+
+
+def test_a_toml_boolean_is_not_taken_for_a_number(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text("label_cap = true\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config, {})
+    assert f"label_cap = True (from {config}): expected a number, not true or false" in str(
+        err.value
+    )
+
+
+def test_a_validators_message_is_the_users_not_pydantics() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {"listen": "127.0.0.1:99999"})
+    assert str(err.value).endswith("(from --listen): the port must be between 1 and 65535")
+
+
+def test_a_config_file_that_is_not_utf8_or_not_a_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_bytes(b'log = "\xff"\n')
+    with pytest.raises(ConfigError, match=r"t\.toml: not UTF-8 \(byte 0xff at offset 7\)"):
+        load_settings(config, {})
+    with pytest.raises(ConfigError, match="a directory, expected a TOML file"):
+        load_settings(tmp_path, {})
+
+
 def test_a_misspelt_environment_variable_is_named_in_a_warning_not_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -161,6 +161,8 @@ def test_reads_the_log_from_the_start_and_serves_metrics_and_api(
     assert [p["peer"] for p in peers["peers"]] == ["127.0.0.3", "127.0.0.4", "127.0.0.14"]
     status, error = d.get("/api/v1/peers?catgory=plaintext_out")  # a typo is not "all peers"
     assert status == 400 and "unknown parameter 'catgory'" in error
+    status, error = d.get("/api/v1/summary?since=1h")  # not silently the whole summary
+    assert status == 400 and "takes no parameters" in error
     status, page = d.get("/")
     assert status == 200 and "Outbound deliveries over TLS" in page
     assert d.stop() == 0
@@ -537,6 +539,20 @@ def test_a_busy_listen_address_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_state_dir_that_is_not_a_directory_is_named(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(LAB_LINES[:10]))
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    daemon = Daemon(log, blocker / "state")
+    result = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        f"tlslogd: state_dir = {blocker / 'state'}: {blocker} is not a directory "
+        "(expected a directory tlslogd can write)"
+    )
 
 
 def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(

@@ -66,6 +66,10 @@ def test_category_times_survive_the_checkpoint_and_old_rows_fall_back_to_last_se
         ({"since": ["nan"]}, "since='nan'"),
         ({"since": ["-inf"]}, "since='-inf'"),
         ({"since": ["1e999"]}, "since='1e999'"),
+        ({"since": [""]}, "since=''"),
+        ({"limit": [""]}, "limit=''"),
+        ({"sort": [""]}, "sort=''"),
+        ({"category": ["tls_failure", "plaintext_out"]}, "category given 2 times"),
     ],
 )
 def test_a_bad_peers_parameter_is_refused_with_what_was_expected(

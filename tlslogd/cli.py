@@ -302,7 +302,22 @@ def _demo(args: argparse.Namespace) -> int:
 
     from tlslogd.config import Settings
     from tlslogd.daemon import Daemon
+    from tlslogd.sdnotify import SystemdNotifier
     from tlslogd.sources.demo import DemoSource
+
+    class Announcer(SystemdNotifier):
+        """Prints the demo's address once the daemon serves it (not before: the port may be
+        taken)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__(None)
+            self._text = text
+
+        def ready(self, status: str | None = None) -> bool:
+            if self._text:
+                print(self._text, file=sys.stderr)
+                self._text = ""
+            return super().ready(status)
 
     with tempfile.TemporaryDirectory(prefix="tlslogd-demo-") as state_dir:
         settings = Settings(
@@ -313,13 +328,12 @@ def _demo(args: argparse.Namespace) -> int:
         def source(kind: str, position: dict[str, Any] | None) -> DemoSource:
             return DemoSource(speed=speed)
 
-        daemon = Daemon(settings, source_factory=source)
         host, port = settings.host_port
-        print(
+        hint = (
             f"tlslogd demo: replaying a real Postfix log; open http://{host}:{port}/ "
-            f"(also /metrics, /api/v1/summary, /api/v1/peers). Ctrl-C stops.",
-            file=sys.stderr,
+            f"(also /metrics, /api/v1/summary, /api/v1/peers). Ctrl-C stops."
         )
+        daemon = Daemon(settings, source_factory=source, notifier=Announcer(hint))
         return asyncio.run(daemon.run())
 
 
@@ -569,9 +583,9 @@ def _window(value: str | None, end: float | None, flag: str) -> float | None:
     if value is None:
         return None
     try:
-        return parse_since(value, end if end is not None else time.time())
+        return parse_since(value, end if end is not None else time.time(), flag)
     except BadRequest as exc:
-        raise ConfigError(f"{flag}: {exc}") from exc
+        raise ConfigError(str(exc)) from exc
 
 
 def _advise(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     """Every key of tlslogd's configuration (see tlslogd.example.toml for what each does)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
     log: str = Field(
@@ -123,6 +127,34 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="tlslogd's own log level"
     )
+
+    @field_validator("log", "state_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            expected = "a log file or 'journald'" if info.field_name == "log" else "a directory"
+            raise ValueError(f"empty; expected the path of {expected}")
+        return value
+
+    @field_validator(
+        "poll_interval",
+        "checkpoint_interval",
+        "batch_bytes",
+        "label_cap",
+        "top_peers",
+        "max_peers",
+        "max_sessions",
+        "session_ttl",
+        "advise_window_days",
+        "advise_min_deliveries",
+        "advise_min_days",
+        mode="before",
+    )
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # TOML's true would otherwise be taken as 1
+            raise ValueError("expected a number, not true or false")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -213,11 +245,18 @@ def load_settings(config: Path | None = None, flags: dict[str, Any] | None = Non
     if config_file is None and DEFAULT_CONFIG.exists():
         config_file = DEFAULT_CONFIG
     if config_file is not None:
+        if config_file.is_dir():
+            raise ConfigError(f"config file {config_file}: a directory, expected a TOML file")
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file}: no such file")
         try:
             with config_file.open("rb") as f:
                 tomllib.load(f)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {config_file}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at "
+                f"offset {exc.start}); TOML files are UTF-8"
+            ) from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from exc
     model: type[Settings] = Settings
@@ -238,7 +277,8 @@ def load_settings(config: Path | None = None, flags: dict[str, Any] | None = Non
                 problems.append(f"unknown key {key!r} in {where}")
             else:
                 value = err.get("input")
-                problems.append(f"{key} = {value!r} (from {where}): {err['msg']}")
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{key} = {value!r} (from {where}): {message}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 

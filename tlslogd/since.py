@@ -15,8 +15,9 @@ class BadRequest(Exception):
     pass
 
 
-def parse_since(value: str, now: float) -> float:
-    """``24h``/``7d``/``30m`` ago, epoch seconds, or an ISO 8601 time."""
+def parse_since(value: str, now: float, name: str = "since") -> float:
+    """``24h``/``7d``/``30m`` ago, epoch seconds, or an ISO 8601 time; ``name`` is what the
+    user gave it as, for the error."""
     m = _DURATION.match(value)
     if m:
         return now - float(m.group(1)) * _UNITS[m.group(2)]
@@ -31,7 +32,7 @@ def parse_since(value: str, now: float) -> float:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise BadRequest(
-            f"since={value!r}: expected a duration (30m, 24h, 7d), epoch seconds or ISO 8601"
+            f"{name}={value!r}: expected a duration (30m, 24h, 7d), epoch seconds or ISO 8601"
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.astimezone()

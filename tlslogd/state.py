@@ -107,8 +107,21 @@ class StateStore:
     def __init__(self, path: Path, logger: logging.Logger | None = None) -> None:
         self.path = path
         self.log = logger or logging.getLogger("tlslogd.state")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+        except (FileExistsError, NotADirectoryError):
+            directory = self.path.parent
+            blocker = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+            raise StateError(
+                f"state_dir = {directory}: {blocker} is not a directory "
+                "(expected a directory tlslogd can write)"
+            ) from None
+        except PermissionError as exc:
+            raise StateError(
+                f"state_dir = {self.path.parent}: {exc.filename} is not writable by this user "
+                f"(uid {os.getuid()}); expected a directory tlslogd can write"
+            ) from None
         try:
             self._db = self._open()
         except BaseException:

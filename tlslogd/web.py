@@ -50,7 +50,9 @@ def peers_query(
 ) -> tuple[str | None, float | None, int, str]:
     def one(name: str) -> str | None:
         values = query.get(name)
-        return values[-1] if values else None
+        if values and len(values) > 1:
+            raise BadRequest(f"{name} given {len(values)} times: expected it once")
+        return values[0] if values else None
 
     unknown = sorted(set(query) - _PEER_PARAMETERS)
     if unknown:
@@ -61,11 +63,13 @@ def peers_query(
     if category is not None and category not in CATEGORIES:
         raise BadRequest(f"category={category!r}: expected one of {', '.join(CATEGORIES)}")
     since_text = one("since")
-    since = parse_since(since_text, now) if since_text else None
-    limit_text = one("limit") or "100"
+    since = parse_since(since_text, now) if since_text is not None else None
+    limit_text = one("limit")
+    limit_text = "100" if limit_text is None else limit_text
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
         raise BadRequest(f"limit={limit_text!r}: expected a number from 1 to 10000")
-    sort = one("sort") or "count"
+    sort = one("sort")
+    sort = "count" if sort is None else sort
     if sort not in _SORTS:
         raise BadRequest(f"sort={sort!r}: expected one of {', '.join(_SORTS)}")
     return category, since, int(limit_text), sort
@@ -102,6 +106,8 @@ class App:
                 ok, detail = self.view.health()
                 await self._json(send, 200 if ok else 503, detail, head)
             elif path == "/api/v1/summary":
+                if scope.get("query_string"):
+                    raise BadRequest("/api/v1/summary takes no parameters")
                 await self._json(send, 200, self.view.summary(), head)
             elif path == "/api/v1/peers":
                 query = parse_qs(
