@@ -184,6 +184,39 @@ def test_report_reads_a_rotated_set_in_time_order(tmp_path: Path) -> None:
     assert split["totals"] == whole["totals"]
 
 
+def test_report_orders_a_copied_rotated_set_by_its_log_times(tmp_path: Path) -> None:
+    """``scp host:/var/log/mail.log* .`` gives the files new modification times in glob order:
+    the newest log looks oldest. Read by modification time, connections would be cut apart
+    and the plaintext deliveries become unknown."""
+    lines = LAB.splitlines(keepends=True)
+    parts = [
+        (tmp_path / "mail.log.2.gz", lines[:100]),
+        (tmp_path / "mail.log.1", lines[100:200]),
+        (tmp_path / "mail.log", lines[200:]),
+    ]
+    for path, part in parts:
+        data = "".join(part).encode()
+        path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    now = time.time()
+    for age, path in enumerate(sorted(path for path, _ in parts)):  # glob order, oldest first
+        os.utime(path, (now - 60 + age, now - 60 + age))
+    split = json.loads(
+        tlslogd(
+            "report",
+            "--format",
+            "json",
+            "--local-networks",
+            "",
+            *sorted(map(str, tmp_path.iterdir())),
+        ).stdout
+    )
+    whole = json.loads(
+        tlslogd("report", "--format", "json", "--local-networks", "", str(LAB_LOG)).stdout
+    )
+    assert split["adoption"]["outbound"]["sent_remote"] == {"yes": 42, "no": 7, "unknown": 0}
+    assert split["totals"] == whole["totals"]
+
+
 def test_report_since_until_window() -> None:
     result = tlslogd(
         "report",

@@ -464,12 +464,28 @@ def _raw_chunks(
 
 
 def time_ordered(files: Sequence[str]) -> list[str]:
-    """Files oldest first (by modification time), so a rotated set is read in log order."""
+    """Files oldest first, so that a rotated set is read in log order: by the log time of their
+    first line, also when copying gave them other modification times; by modification time
+    when the first lines carry no date."""
     if not files:
         return ["-"]
     named = [f for f in files if f != "-"]
-    named.sort(key=lambda f: os.stat(f).st_mtime)
+    named.sort(key=_first_time)
     return named + (["-"] if "-" in files else [])
+
+
+def _first_time(name: str) -> float:
+    """Log time of the first dated event in the file's first 256 KiB, or its modification
+    time. The year of a classic syslog stamp is inferred from the modification time."""
+    mtime = os.stat(name).st_mtime
+    parser = Parser(reference_time=mtime)
+    with contextlib.closing(read_chunks(name, size=1 << 18)) as chunks:
+        for data in chunks:
+            for ev in parser.scan(data.decode("utf-8", "replace")):
+                if ev.ts is not None:
+                    return ev.ts
+            break
+    return mtime
 
 
 def _pipeline(
