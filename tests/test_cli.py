@@ -489,6 +489,20 @@ def test_report_progress_passes_over_a_pipe(tmp_path: Path) -> None:
     assert steps == []
 
 
+def test_report_reads_all_of_a_pipe_given_with_files(tmp_path: Path) -> None:
+    # the files are put in order by their first lines; a pipe's cannot be looked at first
+    lines = LAB.splitlines(keepends=True)
+    rotated = tmp_path / "mail.log.1"
+    rotated.write_text("".join(lines[:300]))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "rest").write_text("".join(lines[300:]))
+    writer = subprocess.Popen(["cp", str(tmp_path / "rest"), str(fifo)])
+    result = tlslogd("report", "--format", "json", str(rotated), str(fifo))
+    assert writer.wait(timeout=10) == 0
+    assert json.loads(result.stdout)["lines"]["total"] == len(lines)
+
+
 def test_report_leaves_the_daemons_machinery_unloaded() -> None:
     # pydantic's settings, asyncio and the web app would cost `report` more start-up time than
     # a day's log of a small server takes to read

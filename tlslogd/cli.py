@@ -10,10 +10,11 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -363,10 +364,11 @@ class _JsonExport:
     split a long one). A line that is neither stays as it is; a record without a usable line
     is reported once per problem."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, quiet: bool = False) -> None:
         self.name = name
         self.partial = ""
         self.reported: set[str] = set()
+        self.quiet = quiet
 
     def lines(self, data: bytes) -> bytes:
         from tlslogd.sources.journal import FieldError, record_line
@@ -405,22 +407,27 @@ class _JsonExport:
         return (rest + "\n").encode("utf-8", "replace") if rest else b""
 
     def _report(self, problem: str) -> None:
-        if problem not in self.reported:
+        if problem not in self.reported and not self.quiet:
             self.reported.add(problem)
             print(f"tlslogd: {self.name}: {problem}; read as it is", file=sys.stderr)
 
 
 def read_chunks(
-    name: str, size: int = CHUNK, progress: Callable[[int], None] | None = None
-) -> Iterator[bytes]:
+    name: str,
+    size: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+    *,
+    quiet: bool = False,
+) -> Generator[bytes, None, None]:
     """Complete lines of a file (or stdin, or a .gz file), about ``size`` bytes at a time, with
     the records of a saved JSON export (:class:`_JsonExport`) turned into their log lines: a
     file whose first line is a JSON object. ``progress`` gets the bytes of the file read since
-    its last call, as they are on disk (compressed, for a .gz file)."""
+    its last call, as they are on disk (compressed, for a .gz file). ``quiet``: problems of
+    a JSON export are not reported (a look at the file's start)."""
     export: _JsonExport | None = None
     for data in _raw_chunks(name, size, progress):
         if export is None and data[:1] in (b"{", b"\x1e"):
-            export = _JsonExport(name)
+            export = _JsonExport(name, quiet=quiet)
         yield export.lines(data) if export is not None else data
     if export is not None and (rest := export.rest()):
         yield rest
@@ -476,15 +483,18 @@ def time_ordered(files: Sequence[str]) -> list[str]:
 
 def _first_time(name: str) -> float:
     """Log time of the first dated event in the file's first 256 KiB, or its modification
-    time. The year of a classic syslog stamp is inferred from the modification time."""
-    mtime = os.stat(name).st_mtime
+    time (also for a pipe). The year of a classic syslog stamp is inferred from the
+    modification time."""
+    info = os.stat(name)
+    mtime = info.st_mtime
+    if not stat.S_ISREG(info.st_mode):
+        return mtime  # a pipe (<(zcat ...)): what is read now would be missing later
     parser = Parser(reference_time=mtime)
-    with contextlib.closing(read_chunks(name, size=1 << 18)) as chunks:
-        for data in chunks:
-            for ev in parser.scan(data.decode("utf-8", "replace")):
-                if ev.ts is not None:
-                    return ev.ts
-            break
+    with contextlib.closing(read_chunks(name, size=1 << 18, quiet=True)) as chunks:
+        data = next(chunks, b"")
+    for ev in parser.scan(data.decode("utf-8", "replace")):
+        if ev.ts is not None:
+            return ev.ts
     return mtime
 
 
