@@ -97,10 +97,16 @@ def test_report_table_and_csv() -> None:
     table = tlslogd("report", "--local-networks", "", str(LAB_LOG)).stdout
     assert "85.7% TLS" in table
     assert "nobody: safe to disable TLSv1 and TLSv1.1" in table
+    # the lab's 34 deferrals are all for TLS (a certificate or protocol a policy refuses)
+    assert "not sent: 34 deferred, 0 bounced; held back by TLS: 34" in table
+    submission = next(line for line in table.splitlines() if "postfix/submission/smtpd:" in line)
+    assert submission.split(":", 1)[1].split() == ["4", "TLS,", "1", "without", "STARTTLS"]
     csv_out = tlslogd("report", "--format", "csv", "--local-networks", "", str(LAB_LOG)).stdout
     rows = csv_out.splitlines()
     assert "deliveries_sent_remote,outbound,tls=no,7" in rows
     assert "offered_plaintext_sent,outbound,,3" in rows
+    assert "deliveries_held_by_tls,outbound,,34" in rows
+    assert "sessions_by_program,inbound,postfix/submission/smtpd starttls=not_used,1" in rows
     assert "handshake_summaries,inbound,logged,48" in rows
 
 

@@ -689,10 +689,13 @@ def write_csv(data: dict[str, Any], out: IO[str]) -> None:
     for tls, n in outbound["sent_remote"].items():
         w.writerow(["deliveries_sent_remote", "outbound", f"tls={tls}", n])
     w.writerow(["offered_plaintext_sent", "outbound", "", outbound["offered_plaintext_sent"]])
-    for key in ("sent_local", "deferred", "bounced"):
+    for key in ("sent_local", "deferred", "bounced", "held_by_tls"):
         w.writerow([f"deliveries_{key}", "outbound", "", outbound[key]])
     for starttls, n in data["adoption"]["inbound"]["sessions"].items():
         w.writerow(["sessions", "inbound", f"starttls={starttls}", n])
+    for program, sessions in data["inbound_by_program"].items():
+        for starttls, n in sessions.items():
+            w.writerow(["sessions_by_program", "inbound", f"{program} starttls={starttls}", n])
     for tls, n in data["adoption"]["inbound"]["messages"].items():
         w.writerow(["messages_received", "inbound", f"tls={tls}", n])
     w.writerow(["sessions_local", "inbound", "", data["adoption"]["inbound"]["sessions_local"]])
@@ -759,6 +762,11 @@ def render_table(data: dict[str, Any]) -> str:
     if note:
         add(f"    {note}")
     add(f"    plaintext to servers that offered STARTTLS: {o['offered_plaintext_sent']}")
+    add(
+        f"    not sent: {o['deferred']} deferred, {o['bounced']} bounced; "
+        f"held back by TLS: {o['held_by_tls']}"
+        + (" (reasons under Failures by reason)" if o["held_by_tls"] else "")
+    )
     add(f"    local (content filters, LMTP): {o['sent_local']}")
     if o["sent_local_networks"] and not sum(s.values()):
         add(_all_local("every delivery went to a relay", "next hops"))
@@ -772,6 +780,21 @@ def render_table(data: dict[str, Any]) -> str:
     note = summary.unknown_note("inbound", sess.get("unknown", 0), sum(sess.values()), evidence)
     if note:
         add(f"    {note}")
+    by_program = data["inbound_by_program"]
+    if len(by_program) > 1:  # port 25 apart from submission and smtps
+        for program, counts in by_program.items():
+            tls = counts.get("used", 0) + counts.get("implicit", 0)
+            rest = ", ".join(
+                f"{counts[k]} {label}"
+                for k, label in (
+                    ("not_used", "without STARTTLS"),
+                    ("failed", "failed"),
+                    ("no_ehlo", "without EHLO"),
+                    ("unknown", "unknown"),
+                )
+                if counts.get(k)
+            )
+            add(f"    {program + ':':<40} {tls} TLS" + (f", {rest}" if rest else ""))
     add(
         f"  inbound messages                            {_pct(i['tls_message_percent'])} TLS  "
         f"({msgs.get('yes', 0)} TLS, {msgs.get('no', 0)} plaintext, "
